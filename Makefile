@@ -1,0 +1,180 @@
+# probing: build, test, install. `make help` lists the targets.
+
+PREFIX  ?= /usr/local
+PYTHON  ?= /usr/bin/python3
+CC      ?= cc
+VERSION := 0.1.0
+
+PYVER   := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYINC   := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+PYSITE  ?= $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wpointer-arith -Wwrite-strings -Werror
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Ishared \
+           -DPROBING_VERSION='"$(VERSION)"' $(SANITIZE)
+LDFLAGS ?=
+
+DEPS_PKGS := libevent-dev libsqlite3-dev python3-dev libjansson-dev \
+             libunwind-dev libncurses-dev libedit-dev pkg-config \
+             python3-torch python3-pytest python3-pexpect tmux gdb \
+             clang libclang-rt-14-dev hyperfine xxd psmisc \
+             imagemagick fonts-dejavu-core
+
+B := .build
+SHARED_SRC := $(wildcard shared/*.c)
+AGENT_SRC  := $(wildcard agent/*.c)
+INJ_SRC    := $(wildcard injector/*.c)
+TUI_SRC    := $(wildcard tui/*.c)
+
+SHARED_OBJ     := $(SHARED_SRC:%.c=$(B)/%.o)
+SHARED_PIC_OBJ := $(SHARED_SRC:%.c=$(B)/pic/%.o)
+AGENT_OBJ      := $(AGENT_SRC:%.c=$(B)/py$(PYVER)/%.o) $(B)/py$(PYVER)/agent/eval-helper-src.o
+INJ_OBJ        := $(INJ_SRC:%.c=$(B)/%.o)
+TUI_OBJ        := $(TUI_SRC:%.c=$(B)/%.o)
+
+AGENT_SO := agent/libprobing-$(PYVER).so
+AGENT_LIBS := -levent_pthreads -levent -ljansson -lsqlite3 -lunwind -lpthread
+TUI_LIBS := -levent -ljansson -lncursesw -ledit -lm
+
+.PHONY: all agent deps deps-check test unit e2e demo install asan lint \
+        format format-check bench screenshots fuzz clean help
+
+all: deps-check probing $(AGENT_SO) tests-bin
+
+help:
+	@echo "make [all]      build ./probing, the agent and the test programs"
+	@echo "make test       install missing Debian packages, build, run every test"
+	@echo "make demo       run the bundled demo workload and look at it"
+	@echo "make install    PREFIX=$(PREFIX) PYTHON=$(PYTHON)"
+	@echo "make asan       the whole suite under ASan and UBSan"
+	@echo "make bench      the benchmarks under tests/bench/"
+	@echo "make lint | format | format-check | fuzz | screenshots | deps | clean"
+
+# Installs what is missing, from Debian's archive only.
+deps:
+	@missing=""; for p in $(DEPS_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq >/dev/null 2>&1 || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+	    { echo "probing: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+deps-check:
+	@for p in libevent-dev libsqlite3-dev python3-dev libjansson-dev libunwind-dev libncurses-dev libedit-dev; do \
+	  dpkg -s $$p >/dev/null 2>&1 || { echo "missing $$p: run make deps" >&2; exit 1; }; done
+
+$(B)/%.o: %.c $(wildcard shared/*.h tui/*.h injector/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iinjector -c -o $@ $<
+
+$(B)/pic/%.o: %.c $(wildcard shared/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
+
+$(B)/py$(PYVER)/%.o: %.c $(wildcard shared/*.h agent/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -I$(PYINC) -c -o $@ $<
+
+$(B)/py$(PYVER)/agent/eval-helper-src.c: agent/eval-helper.py
+	@mkdir -p $(@D)
+	{ echo 'const char eval_helper_source[] = {'; xxd -i < $<; echo ', 0 };'; } > $@
+
+$(B)/py$(PYVER)/agent/eval-helper-src.o: $(B)/py$(PYVER)/agent/eval-helper-src.c
+	$(CC) -fPIC -fvisibility=hidden -c -o $@ $<
+
+# The agent does not link libpython: it uses the interpreter it is loaded in.
+$(AGENT_SO): $(AGENT_OBJ) $(SHARED_PIC_OBJ)
+	$(CC) -shared -Wl,-z,defs -Wl,--unresolved-symbols=ignore-all -o $@ $^ $(LDFLAGS) $(AGENT_LIBS) $(SANITIZE)
+
+agent: $(AGENT_SO)
+
+probing: $(TUI_OBJ) $(INJ_OBJ) $(SHARED_OBJ)
+	$(CC) -o $@ $^ $(LDFLAGS) $(TUI_LIBS) $(SANITIZE)
+
+# Test programs.
+UNIT_SRC := $(wildcard tests/unit/test-*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+tests-bin: $(UNIT_BIN) $(B)/tests/embed-host $(B)/tests/inj-payload.so $(B)/tests/hold-gil.so
+
+$(B)/tests/test-%: tests/unit/test-%.c $(SHARED_OBJ) $(INJ_OBJ) $(B)/agent-test/ring.o
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iinjector -Iagent -o $@ $^ -ljansson -lm -ldl -lpthread $(SANITIZE)
+
+$(B)/agent-test/ring.o: agent/ring.c agent/ring.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/tests/embed-host: tests/workloads/embed-host.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -I$(PYINC) -o $@ $< -L$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))') -lpython$(PYVER) -Wl,-rpath,$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+
+$(B)/tests/inj-payload.so: tests/workloads/inj-payload.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -shared -fPIC -o $@ $<
+
+$(B)/tests/hold-gil.so: tests/workloads/hold-gil.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -shared -fPIC -o $@ $<
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@tests/run
+
+unit: all
+	@tests/run unit
+
+e2e: all
+	@tests/run e2e
+
+asan: deps
+	@$(MAKE) --no-print-directory clean
+	@$(MAKE) --no-print-directory all CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"
+	@ASAN_OPTIONS=detect_leaks=1 tests/run unit
+	@$(MAKE) --no-print-directory clean
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tests/workloads/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@for b in tests/bench/bench-*.py; do $(PYTHON) $$b || exit 1; done
+
+FUZZ := $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint
+$(B)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(SHARED_SRC)
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ishared -o $@ $^
+fuzz: $(FUZZ)
+	@for f in $(FUZZ); do $$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=0 2>&1 | tail -1 || exit 1; done
+
+FORMAT_SRC := $(wildcard shared/*.[ch] agent/*.[ch] injector/*.[ch] tui/*.[ch] tests/unit/*.c tests/fuzz/*.c tests/workloads/*.c)
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_SRC)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	  --suppress=missingIncludeSystem --inline-suppr -Ishared shared agent injector tui
+	clang-tidy --quiet $(SHARED_SRC) $(INJ_SRC) $(TUI_SRC) -- $(ALL_CFLAGS) -Iinjector
+
+screenshots: all
+	@tests/e2e/screenshots.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/probing \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PYSITE)/probing
+	install -m 755 probing $(DESTDIR)$(PREFIX)/bin/probing
+	install -m 755 $(AGENT_SO) $(DESTDIR)$(PREFIX)/lib/probing/
+	install -m 644 tui/probing.1 $(DESTDIR)$(PREFIX)/share/man/man1/probing.1
+	install -m 644 agent/python/probing/*.py $(DESTDIR)$(PYSITE)/probing/
+	install -m 755 $(AGENT_SO) $(DESTDIR)$(PYSITE)/probing/
+	install -m 644 agent/python/probing.pth $(DESTDIR)$(PYSITE)/probing.pth
+
+clean:
+	rm -rf $(B) probing agent/libprobing-*.so

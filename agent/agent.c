@@ -1,0 +1,132 @@
+/* The agent's entry points: the load-time constructor, fork handling and
+ * the Python module `probing._core`. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <Python.h>
+
+#include "agent.h"
+#include "endpoint.h"
+#include "log.h"
+
+pid_t agent_pid;
+static int agent_running;
+static char agent_pyver[32];
+
+const char *
+agent_python_version(void)
+{
+	return agent_pyver;
+}
+
+/* Fork child: the parent's threads are gone and its sockets are not ours. */
+static void
+agent_atfork_child(void)
+{
+	agent_running = 0;
+	server_after_fork();
+	py_after_fork();
+}
+
+/* Checks the interpreter is the version this agent was built for. */
+static int
+agent_check_python(char **cause)
+{
+	const char *v = Py_GetVersion();
+	size_t n = strcspn(v, " ");
+
+	snprintf(agent_pyver, sizeof agent_pyver, "%.*s", (int)n, v);
+	if ((int)(Py_Version >> 24) != PY_MAJOR_VERSION ||
+	    (int)((Py_Version >> 16) & 0xff) != PY_MINOR_VERSION) {
+		cause_set(cause,
+		    "this agent is built for python %d.%d but pid %d runs %s",
+		    PY_MAJOR_VERSION, PY_MINOR_VERSION, (int)agent_pid,
+		    agent_pyver);
+		return -1;
+	}
+	return 0;
+}
+
+__attribute__((constructor)) static void
+agent_init(void)
+{
+	sigset_t all, old;
+	char path[128], *cause = NULL;
+	const char *logp = getenv("PROBING_LOG");
+
+	if (agent_running)
+		return;
+	agent_pid = getpid();
+	if (logp == NULL || *logp == '\0') {
+		snprintf(path, sizeof path, "/tmp/probing-%d.log",
+		    (int)agent_pid);
+		logp = path;
+	}
+	log_open(logp);
+	if (agent_check_python(&cause) != 0)
+		goto fail;
+	config_load_env(getenv("PROBING") != NULL);
+	config_load_file();
+	/* Agent threads inherit a mask that blocks every signal, so the
+	 * application's handlers only ever run on its own threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (store_open(&cause) != 0 || server_start(&cause) != 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		goto fail;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_atfork(NULL, NULL, agent_atfork_child);
+	agent_running = 1;
+	log_info("agent started (python %s)", agent_pyver);
+	return;
+fail:
+	log_info("agent not started: %s", cause_str(cause));
+	free(cause);
+}
+
+static PyObject *
+agent_py_socket(PyObject *self, PyObject *args)
+{
+	char name[64];
+
+	(void)self;
+	(void)args;
+	if (!agent_running)
+		Py_RETURN_NONE;
+	endpoint_socket_name(agent_pid, name, sizeof name);
+	return PyUnicode_FromFormat("@%s", name);
+}
+
+static PyObject *
+agent_py_log_path(PyObject *self, PyObject *args)
+{
+	(void)self;
+	(void)args;
+	return PyUnicode_FromString(log_path());
+}
+
+static PyMethodDef agent_py_methods[] = {
+	{ "socket", agent_py_socket, METH_NOARGS,
+	    "the agent's unix socket name, or None when it did not start" },
+	{ "log_path", agent_py_log_path, METH_NOARGS, "the agent's log file" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef agent_py_module = {
+	PyModuleDef_HEAD_INIT, "probing._core",
+	"the probing agent, running inside this process", -1,
+	agent_py_methods, NULL, NULL, NULL, NULL
+};
+
+PyMODINIT_FUNC PyInit__core(void);
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+	return PyModule_Create(&agent_py_module);
+}

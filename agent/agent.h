@@ -1,0 +1,101 @@
+/* The agent: private interfaces between its parts.
+ *
+ * Threads: the constructor only starts the server thread ("probing-srv",
+ * libevent loop). Requests that do real work run on request threads
+ * ("probing-req"); Python runs only on py workers ("probing-py") that take
+ * the GIL. No agent thread is a Python thread except while a py worker runs
+ * a job. */
+#ifndef PROBING_AGENT_H
+#define PROBING_AGENT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "config-keys.h"
+#include "ring.h"
+
+/* agent.c */
+extern pid_t agent_pid;
+const char *agent_python_version(void);
+
+/* config.c: the live values; read from any thread, written on the loop. */
+double config_get(enum config_id);
+/* Validates and applies one key; returns 0, or -1 with *cause set. */
+int config_set(const char *key, const char *value, char **cause);
+/* Reads the env vars named in the key table, warning once on stderr for a
+ * malformed one (when warn is set). */
+void config_load_env(int warn);
+/* Reads key=value lines written by `probing inject -D` for this pid. */
+void config_load_file(void);
+json_t *config_to_json(void);
+/* Makes a new value take effect; returns 0, or -1 with *cause set and then
+ * the old value stays. Called on a request thread, never on the loop. */
+typedef int (*config_apply_fn)(double value, char **cause);
+void config_on_change(enum config_id, config_apply_fn);
+
+/* server.c */
+int server_start(char **cause);
+void server_after_fork(void);
+
+/* py.c: running C functions under the GIL on a py worker. */
+typedef int (*py_fn)(void *arg, char **cause);
+/* Runs fn(arg) under the GIL on a py worker. If the GIL cannot be had
+ * within timeout_ms the job is dropped (never run later) and -1 returned
+ * with a cause naming the GIL holder. Once started, it waits until done. */
+int py_run(py_fn fn, void *arg, int timeout_ms, char **cause);
+int py_available(char **cause);
+void py_after_fork(void);
+/* py-gil.c: describes the thread holding the GIL into buf. */
+void py_gil_holder(char *buf, size_t len);
+long py_gil_holder_tid(void);
+
+/* store.c: the SQLite store, serialized by its own lock. */
+int store_open(char **cause);
+/* Runs sql and returns {"columns","types","rows"} or NULL with *cause. */
+json_t *store_query(const char *sql, int timeout_ms, char **cause);
+/* The timeout for GIL-needing tables in the query running now. */
+int store_timeout_ms(void);
+
+/* tbl-ring.c: ring buffers as read-only virtual tables. */
+enum tbl_col_kind { TBL_I64, TBL_I32, TBL_F64, TBL_STR };
+struct tbl_col {
+	const char *name;
+	const char *sqltype;
+	enum tbl_col_kind kind;
+	size_t offset; /* in the record; TBL_STR holds a const char * that
+			  lives as long as the process (interned) */
+};
+struct tbl_ring_desc {
+	const char *name; /* python.<name> */
+	const struct tbl_col *cols;
+	int ncols;
+	struct ring *ring;
+};
+int tbl_ring_register(sqlite3 *, const struct tbl_ring_desc *, char **cause);
+
+/* tbl-torch-trace.c */
+struct torch_trace_rec {
+	int64_t id;
+	int64_t step;
+	int64_t seq;
+	const char *module; /* interned */
+	const char *stage;  /* static */
+	double allocated;   /* MB */
+	double duration;    /* s */
+	double time;        /* unix time at the end of the call */
+	int64_t thread_id;
+};
+extern struct ring tbl_torch_trace_ring;
+int tbl_torch_trace_register(sqlite3 *, char **cause);
+
+/* tables.c: every built-in table. */
+int tbl_register_all(sqlite3 *, char **cause);
+
+/* eval.c */
+json_t *eval_run(const char *code, int timeout_ms, char **cause);
+json_t *eval_complete(const char *text, int timeout_ms, char **cause);
+
+#endif

@@ -1,0 +1,178 @@
+/* Running C functions under the GIL on py workers, with a timeout. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <Python.h>
+
+#include "agent.h"
+#include "log.h"
+
+#define PY_WORKERS 2
+
+enum py_job_state { PY_QUEUED, PY_RUNNING, PY_DONE };
+
+/* A job lives on its caller's stack; the queue links it while queued. */
+struct py_job {
+	py_fn fn;
+	void *arg;
+	int rc;
+	char *cause;
+	enum py_job_state state;
+	TAILQ_ENTRY(py_job) entry;
+};
+
+static pthread_mutex_t py_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t py_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t py_done = PTHREAD_COND_INITIALIZER;
+static TAILQ_HEAD(, py_job) py_queue = TAILQ_HEAD_INITIALIZER(py_queue);
+static int py_started;
+
+/* Waits for work, takes the GIL, runs one job, gives the GIL back. The
+ * thread state is created once and kept. */
+static void *
+py_worker(void *unused)
+{
+	PyThreadState *ts;
+	PyGILState_STATE gs;
+	struct py_job *job;
+
+	(void)unused;
+	gs = PyGILState_Ensure();
+	(void)gs;
+	ts = PyEval_SaveThread();
+	for (;;) {
+		pthread_mutex_lock(&py_lock);
+		while (TAILQ_EMPTY(&py_queue))
+			pthread_cond_wait(&py_work, &py_lock);
+		pthread_mutex_unlock(&py_lock);
+
+		PyEval_RestoreThread(ts);
+		pthread_mutex_lock(&py_lock);
+		job = TAILQ_FIRST(&py_queue);
+		if (job != NULL) {
+			TAILQ_REMOVE(&py_queue, job, entry);
+			job->state = PY_RUNNING;
+		}
+		pthread_mutex_unlock(&py_lock);
+		if (job != NULL) {
+			job->rc = job->fn(job->arg, &job->cause);
+			if (PyErr_Occurred())
+				PyErr_Clear();
+		}
+		ts = PyEval_SaveThread();
+		if (job != NULL) {
+			pthread_mutex_lock(&py_lock);
+			job->state = PY_DONE;
+			pthread_cond_broadcast(&py_done);
+			pthread_mutex_unlock(&py_lock);
+		}
+	}
+	return NULL;
+}
+
+int
+py_available(char **cause)
+{
+	if (!Py_IsInitialized()) {
+		cause_set(cause, "python is not initialized in pid %d",
+		    (int)agent_pid);
+		return -1;
+	}
+	if (_Py_IsFinalizing()) {
+		cause_set(cause, "python is shutting down in pid %d",
+		    (int)agent_pid);
+		return -1;
+	}
+	return 0;
+}
+
+/* Starts the workers once; called with py_lock held. */
+static int
+py_start_workers(char **cause)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int i, err;
+
+	if (py_started)
+		return 0;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 1024 * 1024);
+	for (i = 0; i < PY_WORKERS; i++) {
+		err = pthread_create(&t, &attr, py_worker, NULL);
+		if (err != 0) {
+			pthread_attr_destroy(&attr);
+			if (i > 0)
+				break;
+			cause_set(cause, "cannot start python worker: %s",
+			    strerror(err));
+			return -1;
+		}
+		pthread_setname_np(t, "probing-py");
+	}
+	pthread_attr_destroy(&attr);
+	py_started = 1;
+	return 0;
+}
+
+int
+py_run(py_fn fn, void *arg, int timeout_ms, char **cause)
+{
+	struct py_job job = { .fn = fn, .arg = arg, .state = PY_QUEUED };
+	struct timespec deadline;
+	char holder[256];
+	int err = 0;
+
+	if (py_available(cause) != 0)
+		return -1;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+
+	pthread_mutex_lock(&py_lock);
+	if (py_start_workers(cause) != 0) {
+		pthread_mutex_unlock(&py_lock);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&py_queue, &job, entry);
+	pthread_cond_broadcast(&py_work);
+	while (job.state == PY_QUEUED && err != ETIMEDOUT)
+		err = pthread_cond_timedwait(&py_done, &py_lock, &deadline);
+	if (job.state == PY_QUEUED) {
+		TAILQ_REMOVE(&py_queue, &job, entry);
+		pthread_mutex_unlock(&py_lock);
+		py_gil_holder(holder, sizeof holder);
+		cause_set(cause,
+		    "could not take the GIL within %d ms: it is held by %s; "
+		    "the request was dropped",
+		    timeout_ms, holder);
+		return -1;
+	}
+	while (job.state != PY_DONE)
+		pthread_cond_wait(&py_done, &py_lock);
+	pthread_mutex_unlock(&py_lock);
+	if (job.rc != 0 && cause != NULL)
+		*cause = job.cause;
+	else
+		free(job.cause);
+	return job.rc;
+}
+
+void
+py_after_fork(void)
+{
+	pthread_mutex_init(&py_lock, NULL);
+	pthread_cond_init(&py_work, NULL);
+	pthread_cond_init(&py_done, NULL);
+	TAILQ_INIT(&py_queue);
+	py_started = 0;
+}

@@ -1,0 +1,644 @@
+/* The HTTP server: routes, peer checks, tokens, and request threads.
+ *
+ * The loop thread owns every libevent object. Routes marked inline run on
+ * it; the others run on request threads and hand their reply back through
+ * an event made active from that thread. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+
+#include "agent.h"
+#include "endpoint.h"
+#include "log.h"
+#include "proto.h"
+
+#define SERVER_THREADS 4
+
+/* A route's work; returns the reply or NULL with *cause and *status. */
+typedef json_t *(*server_run_fn)(json_t *body, int timeout_ms, int *status,
+    char **cause);
+
+struct server_route {
+	const char *path;
+	enum evhttp_cmd_type method;
+	int public; /* served on TCP without a token */
+	int inline_; /* cheap: runs on the loop thread */
+	server_run_fn run;
+};
+
+/* Owned by the loop thread until queued; then by the request thread until
+ * it activates done; then by the loop again, which frees it. */
+struct server_job {
+	struct evhttp_request *req;
+	const struct server_route *route;
+	json_t *body;
+	int timeout_ms;
+	int status;
+	json_t *reply;
+	char *cause;
+	struct event *done;
+	TAILQ_ENTRY(server_job) entry;
+};
+
+static struct event_base *server_base;
+static struct evhttp *server_http;
+static int server_unix_fd = -1;
+static int server_tcp_fd = -1;
+static struct evhttp_bound_socket *server_tcp;
+static char *server_token;
+
+static pthread_mutex_t server_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t server_work = PTHREAD_COND_INITIALIZER;
+static TAILQ_HEAD(, server_job) server_queue =
+    TAILQ_HEAD_INITIALIZER(server_queue);
+static int server_threads;
+
+/* Compares n bytes in time that does not depend on where they differ. */
+static int
+server_token_differs(const char *a, const char *b, size_t n)
+{
+	unsigned char d = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d != 0;
+}
+
+/* Returns body[name] as a string, or NULL with *cause. */
+static const char *
+server_arg(json_t *body, const char *name, char **cause)
+{
+	json_t *v = json_is_object(body) ? json_object_get(body, name) : NULL;
+
+	if (!json_is_string(v)) {
+		cause_set(cause,
+		    "request body must be a JSON object with a string '%s'",
+		    name);
+		return NULL;
+	}
+	return json_string_value(v);
+}
+
+static json_t *
+server_health(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	(void)body;
+	(void)timeout_ms;
+	(void)status;
+	(void)cause;
+	return json_pack("{s:i, s:s, s:s, s:i, s:i, s:b}", "pid",
+	    (int)agent_pid, "python", agent_python_version(), "version",
+	    PROBING_VERSION, "tcp_port", (int)config_get(CONFIG_SERVER_PORT),
+	    "uid", (int)geteuid(), "auth", server_token != NULL);
+}
+
+static json_t *
+server_query(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	const char *sql = server_arg(body, "sql", cause);
+
+	(void)status;
+	return sql != NULL ? store_query(sql, timeout_ms, cause) : NULL;
+}
+
+static json_t *
+server_eval(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	const char *code = server_arg(body, "code", cause);
+	json_t *r;
+
+	if (code == NULL)
+		return NULL;
+	r = eval_run(code, timeout_ms, cause);
+	if (r == NULL)
+		*status = 503;
+	return r;
+}
+
+static json_t *
+server_complete(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	const char *text = server_arg(body, "text", cause);
+	json_t *r;
+
+	if (text == NULL)
+		return NULL;
+	r = eval_complete(text, timeout_ms, cause);
+	if (r == NULL)
+		*status = 503;
+	return r;
+}
+
+static json_t *
+server_config_get(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	(void)body;
+	(void)timeout_ms;
+	(void)status;
+	(void)cause;
+	return config_to_json();
+}
+
+static json_t *
+server_config_set(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	const char *key = server_arg(body, "key", cause);
+	json_t *v = json_is_object(body) ? json_object_get(body, "value") : NULL;
+	char num[64];
+	const char *text;
+
+	(void)timeout_ms;
+	(void)status;
+	if (key == NULL)
+		return NULL;
+	if (json_is_string(v))
+		text = json_string_value(v);
+	else if (json_is_boolean(v))
+		text = json_is_true(v) ? "true" : "false";
+	else if (json_is_integer(v)) {
+		snprintf(num, sizeof num, "%lld",
+		    (long long)json_integer_value(v));
+		text = num;
+	} else if (json_is_real(v)) {
+		snprintf(num, sizeof num, "%.17g", json_real_value(v));
+		text = num;
+	} else {
+		cause_set(cause, "request body needs a 'value' for '%s'", key);
+		return NULL;
+	}
+	if (config_set(key, text, cause) != 0)
+		return NULL;
+	return config_to_json();
+}
+
+static const struct server_route server_routes[] = {
+	{ PROTO_HEALTH, EVHTTP_REQ_GET, 1, 1, server_health },
+	{ PROTO_QUERY, EVHTTP_REQ_POST, 0, 0, server_query },
+	{ PROTO_EVAL, EVHTTP_REQ_POST, 0, 0, server_eval },
+	{ PROTO_COMPLETE, EVHTTP_REQ_POST, 0, 0, server_complete },
+	{ PROTO_CONFIG, EVHTTP_REQ_GET, 0, 1, server_config_get },
+	{ PROTO_CONFIG, EVHTTP_REQ_POST, 0, 0, server_config_set },
+};
+
+/* Sends obj (stolen) with status. */
+static void
+server_send(struct evhttp_request *req, int status, json_t *obj)
+{
+	struct evbuffer *buf = evbuffer_new();
+	char *text = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	if (buf == NULL) {
+		free(text);
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	if (text != NULL) {
+		evbuffer_add(buf, text, strlen(text));
+		evbuffer_add(buf, "\n", 1);
+		free(text);
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "application/json");
+	evhttp_send_reply(req, status, status == 200 ? "OK" : "Error", buf);
+	evbuffer_free(buf);
+}
+
+static void
+server_error(struct evhttp_request *req, int status, const char *msg)
+{
+	server_send(req, status, json_pack("{s:s}", "error", msg));
+}
+
+/* Runs a route's work and stores the reply or error in job. */
+static void
+server_job_run(struct server_job *job)
+{
+	job->status = 200;
+	job->reply = job->route->run(job->body, job->timeout_ms, &job->status,
+	    &job->cause);
+	if (job->reply == NULL && job->status == 200)
+		job->status = 400;
+}
+
+static void
+server_job_free(struct server_job *job)
+{
+	json_decref(job->body);
+	json_decref(job->reply);
+	free(job->cause);
+	if (job->done != NULL)
+		event_free(job->done);
+	free(job);
+}
+
+/* Loop thread: sends a finished job's reply. */
+static void
+server_job_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct server_job *job = arg;
+
+	(void)fd;
+	(void)what;
+	if (job->reply != NULL) {
+		server_send(job->req, job->status, job->reply);
+		job->reply = NULL;
+	} else
+		server_error(job->req, job->status, cause_str(job->cause));
+	server_job_free(job);
+}
+
+static void *
+server_thread_main(void *unused)
+{
+	struct server_job *job;
+
+	(void)unused;
+	for (;;) {
+		pthread_mutex_lock(&server_lock);
+		while ((job = TAILQ_FIRST(&server_queue)) == NULL)
+			pthread_cond_wait(&server_work, &server_lock);
+		TAILQ_REMOVE(&server_queue, job, entry);
+		pthread_mutex_unlock(&server_lock);
+		server_job_run(job);
+		event_active(job->done, EV_READ, 0);
+	}
+	return NULL;
+}
+
+/* Queues a job, starting the request threads the first time. */
+static int
+server_queue_job(struct server_job *job, char **cause)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int err;
+
+	pthread_mutex_lock(&server_lock);
+	if (server_threads == 0) {
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 1024 * 1024);
+		while (server_threads < SERVER_THREADS) {
+			err = pthread_create(&t, &attr, server_thread_main,
+			    NULL);
+			if (err != 0)
+				break;
+			pthread_setname_np(t, "probing-req");
+			server_threads++;
+		}
+		pthread_attr_destroy(&attr);
+		if (server_threads == 0) {
+			pthread_mutex_unlock(&server_lock);
+			cause_set(cause, "cannot start a request thread: %s",
+			    strerror(err));
+			return -1;
+		}
+	}
+	TAILQ_INSERT_TAIL(&server_queue, job, entry);
+	pthread_cond_signal(&server_work);
+	pthread_mutex_unlock(&server_lock);
+	return 0;
+}
+
+/* Checks who is asking: unix peers by uid, TCP peers by token. Returns 0
+ * or the HTTP status to refuse with, with msg filled. */
+static int
+server_check_peer(struct evhttp_request *req, const struct server_route *r,
+    char *msg, size_t len)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	evutil_socket_t fd = bufferevent_getfd(
+	    evhttp_connection_get_bufferevent(evcon));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	struct ucred cred;
+	socklen_t cl = sizeof cred;
+	const char *auth;
+	size_t tlen;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+		snprintf(msg, len, "cannot identify the connection: %s",
+		    strerror(errno));
+		return 500;
+	}
+	if (ss.ss_family == AF_UNIX) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+			snprintf(msg, len, "cannot read peer credentials: %s",
+			    strerror(errno));
+			return 403;
+		}
+		if (cred.uid != 0 && cred.uid != geteuid()) {
+			snprintf(msg, len,
+			    "uid %u may not probe pid %d (owned by uid %u; "
+			    "only that user or root may)",
+			    (unsigned)cred.uid, (int)agent_pid,
+			    (unsigned)geteuid());
+			return 403;
+		}
+		return 0;
+	}
+	if (r == NULL || r->public || server_token == NULL)
+		return 0;
+	auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Authorization");
+	tlen = strlen(server_token);
+	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
+	    strlen(auth + 7) != tlen ||
+	    server_token_differs(auth + 7, server_token, tlen)) {
+		snprintf(msg, len, "%s",
+		    auth == NULL ? "missing token: send Authorization: Bearer "
+				   "<PROBING_AUTH_TOKEN>"
+				 : "wrong token");
+		return 401;
+	}
+	return 0;
+}
+
+static void
+server_handle(struct evhttp_request *req, void *unused)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL, *t;
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	const struct server_route *r = NULL;
+	struct evbuffer *in;
+	struct server_job *job;
+	json_error_t jerr;
+	char msg[512], *cause = NULL;
+	int path_known = 0, status;
+	size_t i, n;
+
+	(void)unused;
+	for (i = 0; path && i < sizeof server_routes / sizeof *server_routes;
+	     i++) {
+		if (strcmp(server_routes[i].path, path) != 0)
+			continue;
+		path_known = 1;
+		if (server_routes[i].method == method)
+			r = &server_routes[i];
+	}
+	status = server_check_peer(req, r, msg, sizeof msg);
+	if (status != 0) {
+		log_info("refused %s: %s", path ? path : "?", msg);
+		server_error(req, status, msg);
+		return;
+	}
+	if (r == NULL) {
+		snprintf(msg, sizeof msg, "%s %s",
+		    path_known ? "method not allowed on" : "no such route:",
+		    path ? path : "?");
+		server_error(req, path_known ? 405 : 404, msg);
+		return;
+	}
+	job = calloc(1, sizeof *job);
+	if (job == NULL) {
+		server_error(req, 500, "out of memory");
+		return;
+	}
+	job->req = req;
+	job->route = r;
+	job->timeout_ms = PROTO_DEFAULT_GIL_MS;
+	t = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    PROTO_TIMEOUT_HDR);
+	if (t != NULL && atoi(t) > 0)
+		job->timeout_ms = atoi(t);
+	if (method == EVHTTP_REQ_POST) {
+		in = evhttp_request_get_input_buffer(req);
+		n = evbuffer_get_length(in);
+		job->body = json_loadb((const char *)evbuffer_pullup(in, -1),
+		    n, 0, &jerr);
+		if (job->body == NULL) {
+			snprintf(msg, sizeof msg,
+			    "malformed JSON in request body: %s (line %d, "
+			    "column %d)",
+			    jerr.text, jerr.line, jerr.column);
+			server_error(req, 400, msg);
+			server_job_free(job);
+			return;
+		}
+	}
+	if (r->inline_) {
+		server_job_run(job);
+		server_job_done(-1, 0, job);
+		return;
+	}
+	job->done = event_new(server_base, -1, 0, server_job_done, job);
+	if (job->done == NULL || server_queue_job(job, &cause) != 0) {
+		server_error(req, 500, cause ? cause : "out of memory");
+		free(cause);
+		server_job_free(job);
+	}
+}
+
+/* Binds and listens on a socket; returns the fd or -1 with *cause. */
+static int
+server_listen(int family, const struct sockaddr *sa, socklen_t sl,
+    const char *what, char **cause)
+{
+	int fd, one = 1;
+
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		cause_set(cause, "cannot create a socket for %s: %s", what,
+		    strerror(errno));
+		return -1;
+	}
+	if (family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, sa, sl) != 0 || listen(fd, 128) != 0) {
+		cause_set(cause, "cannot listen on %s: %s", what,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Loop thread: starts, moves or stops the TCP listener. */
+static int
+server_set_port_now(int port, char **cause)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	char what[64];
+	int fd = -1;
+
+	if (port != 0) {
+		sin.sin_port = htons((uint16_t)port);
+		sin.sin_addr.s_addr = htonl(server_token != NULL
+			? INADDR_ANY
+			: INADDR_LOOPBACK);
+		snprintf(what, sizeof what, "%s:%d",
+		    server_token != NULL ? "0.0.0.0" : "127.0.0.1", port);
+		fd = server_listen(AF_INET, (struct sockaddr *)&sin, sizeof sin,
+		    what, cause);
+		if (fd < 0)
+			return -1;
+	}
+	if (server_tcp != NULL) {
+		evhttp_del_accept_socket(server_http, server_tcp);
+		server_tcp = NULL;
+		server_tcp_fd = -1;
+	}
+	if (fd >= 0) {
+		server_tcp = evhttp_accept_socket_with_handle(server_http, fd);
+		if (server_tcp == NULL) {
+			close(fd);
+			cause_set(cause, "cannot serve on %s", what);
+			return -1;
+		}
+		server_tcp_fd = fd;
+		log_info("serving tcp on %s%s", what,
+		    server_token != NULL ? " (token required)"
+					 : " (loopback only: no "
+					   "PROBING_AUTH_TOKEN set)");
+	} else
+		log_info("tcp listener stopped");
+	return 0;
+}
+
+struct server_call {
+	int port;
+	int rc;
+	char *cause;
+	int done;
+};
+
+static pthread_cond_t server_call_done = PTHREAD_COND_INITIALIZER;
+
+static void
+server_call_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server_call *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->rc = server_set_port_now(c->port, &c->cause);
+	pthread_mutex_lock(&server_lock);
+	c->done = 1;
+	pthread_cond_broadcast(&server_call_done);
+	pthread_mutex_unlock(&server_lock);
+}
+
+/* config applier (request thread): moves the listener on the loop. */
+static int
+server_apply_port(double v, char **cause)
+{
+	struct server_call c = { (int)v, 0, NULL, 0 };
+	struct timeval now = { 0, 0 };
+
+	if (event_base_once(server_base, -1, EV_TIMEOUT, server_call_cb, &c,
+		&now) != 0) {
+		cause_set(cause, "cannot reach the server loop");
+		return -1;
+	}
+	pthread_mutex_lock(&server_lock);
+	while (!c.done)
+		pthread_cond_wait(&server_call_done, &server_lock);
+	pthread_mutex_unlock(&server_lock);
+	if (c.rc != 0 && cause != NULL)
+		*cause = c.cause;
+	else
+		free(c.cause);
+	return c.rc;
+}
+
+static void *
+server_loop(void *unused)
+{
+	(void)unused;
+	event_base_dispatch(server_base);
+	return NULL;
+}
+
+int
+server_start(char **cause)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char name[64];
+	const char *token = getenv("PROBING_AUTH_TOKEN");
+	pthread_t t;
+	socklen_t sl;
+	int err;
+
+	if (token != NULL && *token != '\0')
+		server_token = strdup(token);
+	evthread_use_pthreads();
+	server_base = event_base_new();
+	server_http = server_base ? evhttp_new(server_base) : NULL;
+	if (server_http == NULL) {
+		cause_set(cause, "cannot create the event loop");
+		return -1;
+	}
+	evhttp_set_max_body_size(server_http, PROTO_MAX_BODY);
+	evhttp_set_max_headers_size(server_http, 64 * 1024);
+	evhttp_set_allowed_methods(server_http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+		EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+	evhttp_set_gencb(server_http, server_handle, NULL);
+
+	endpoint_socket_name(agent_pid, name, sizeof name);
+	memcpy(sun.sun_path + 1, name, strlen(name));
+	sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+	    strlen(name));
+	server_unix_fd = server_listen(AF_UNIX, (struct sockaddr *)&sun, sl,
+	    "@probing socket", cause);
+	if (server_unix_fd < 0)
+		return -1;
+	if (evhttp_accept_socket(server_http, server_unix_fd) != 0) {
+		cause_set(cause, "cannot serve on @%s", name);
+		return -1;
+	}
+	if (config_get(CONFIG_SERVER_PORT) != 0 &&
+	    server_set_port_now((int)config_get(CONFIG_SERVER_PORT), cause) !=
+		0) {
+		/* A busy port must not stop the agent: log it and go on. */
+		log_info("%s", cause_str(*cause));
+		free(*cause);
+		*cause = NULL;
+		config_set("probing.server.port", "0", NULL);
+	}
+	config_on_change(CONFIG_SERVER_PORT, server_apply_port);
+	err = pthread_create(&t, NULL, server_loop, NULL);
+	if (err != 0) {
+		cause_set(cause, "cannot start the server thread: %s",
+		    strerror(err));
+		return -1;
+	}
+	pthread_detach(t);
+	pthread_setname_np(t, "probing-srv");
+	log_info("serving on @%s", name);
+	return 0;
+}
+
+void
+server_after_fork(void)
+{
+	/* The child must not accept the parent's connections. */
+	if (server_unix_fd >= 0)
+		close(server_unix_fd);
+	if (server_tcp_fd >= 0)
+		close(server_tcp_fd);
+	server_unix_fd = server_tcp_fd = -1;
+	pthread_mutex_init(&server_lock, NULL);
+	pthread_cond_init(&server_work, NULL);
+	TAILQ_INIT(&server_queue);
+	server_threads = 0;
+}

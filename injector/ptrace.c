@@ -1,0 +1,447 @@
+/* ptrace.c - seize, stop, hijack and release one thread of a target */
+
+#include <elf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include "injector.h"
+
+#define PTRACE_XSTATE_MAX (64 * 1024)
+#define PTRACE_EFLAGS_TF  0x100
+#define PTRACE_EFLAGS_DF  0x400
+
+/* Wait status of a PTRACE_EVENT_STOP (interrupt or group-stop). */
+static int
+ptrace_is_event_stop(int status)
+{
+	return WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP;
+}
+
+/* Set the message for a thread that vanished. */
+static void
+ptrace_gone(struct ptrace_thread *t, char **cause)
+{
+	inject_cause(cause, "pid %d exited during injection", (int)t->pid);
+	t->seized = 0;
+	t->stopped = 0;
+}
+
+/* Sleep for us microseconds. */
+static void
+ptrace_nap(long us)
+{
+	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Wait up to timeout_ms for the next stop of t. Returns 0 with *status set,
+ * -1 with *cause set when the thread exited, or PTRACE_WAIT_TIMEOUT.
+ */
+static int
+ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status,
+    char **cause)
+{
+	double deadline = inject_now_ms() + timeout_ms;
+	long nap = 10;
+	pid_t r;
+
+	for (;;) {
+		r = waitpid(t->tid, status, __WALL | WNOHANG);
+		if (r == t->tid) {
+			if (WIFEXITED(*status) || WIFSIGNALED(*status)) {
+				ptrace_gone(t, cause);
+				return -1;
+			}
+			if (WIFSTOPPED(*status))
+				return 0;
+			continue;
+		}
+		if (r < 0 && errno != EINTR) {
+			ptrace_gone(t, cause);
+			return -1;
+		}
+		if (inject_now_ms() > deadline)
+			return PTRACE_WAIT_TIMEOUT;
+		ptrace_nap(nap);
+		if (nap < 1000)
+			nap *= 2;
+	}
+}
+
+/* Set the message for a failed ptrace request, telling exits apart. */
+static int
+ptrace_fail(struct ptrace_thread *t, const char *what, char **cause)
+{
+	if (errno == ESRCH && kill(t->pid, 0) < 0) {
+		ptrace_gone(t, cause);
+		return -1;
+	}
+	if (errno == ESRCH)
+		inject_cause(cause, "pid %d: thread %d vanished during injection",
+		    (int)t->pid, (int)t->tid);
+	else
+		inject_cause(cause, "pid %d: %s failed: %s", (int)t->pid, what,
+		    strerror(errno));
+	return -1;
+}
+
+/* Remember a signal that arrived while the thread runs our call. */
+static void
+ptrace_defer(struct ptrace_thread *t, const siginfo_t *si)
+{
+	int i;
+
+	for (i = 0; i < t->ndeferred; i++) {
+		/* Standard signals coalesce anyway. */
+		if (t->deferred[i].si_signo == si->si_signo &&
+		    si->si_signo < SIGRTMIN)
+			return;
+	}
+	if (t->ndeferred < PTRACE_MAX_DEFERRED)
+		t->deferred[t->ndeferred++] = *si;
+}
+
+/*
+ * Seize thread tid of pid without stopping it. Returns 0, or -1 with the
+ * errno of PTRACE_SEIZE kept and *cause set.
+ */
+int
+ptrace_seize(struct ptrace_thread *t, pid_t pid, pid_t tid, int memfd,
+    char **cause)
+{
+	int saved;
+
+	t->pid = pid;
+	t->tid = tid;
+	t->memfd = memfd;
+	t->seized = 0;
+	t->stopped = 0;
+	t->in_signal_stop = 0;
+	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0) {
+		saved = errno;
+		if (saved == EPERM)
+			inject_cause(cause,
+			    "cannot attach to pid %d: operation not permitted "
+			    "(try as root, grant CAP_SYS_PTRACE, or set "
+			    "kernel.yama.ptrace_scope=0)",
+			    (int)pid);
+		else if (saved == ESRCH)
+			inject_cause(cause, "no such process: %d", (int)pid);
+		else
+			inject_cause(cause, "cannot attach to pid %d: %s",
+			    (int)pid, strerror(saved));
+		errno = saved;
+		return -1;
+	}
+	t->seized = 1;
+	return 0;
+}
+
+/*
+ * Interrupt the running thread and wait until it is stopped, passing
+ * signals that arrive meanwhile straight through. Reads the registers into
+ * t->regs. Returns 0 or -1.
+ */
+int
+ptrace_stop(struct ptrace_thread *t, int timeout_ms, char **cause)
+{
+	siginfo_t si;
+	int status, r;
+
+	if (ptrace(PTRACE_INTERRUPT, t->tid, NULL, NULL) < 0)
+		return ptrace_fail(t, "PTRACE_INTERRUPT", cause);
+	for (;;) {
+		r = ptrace_wait(t, timeout_ms, &status, cause);
+		if (r == PTRACE_WAIT_TIMEOUT) {
+			inject_cause(cause,
+			    "pid %d: thread %d did not stop within %d ms",
+			    (int)t->pid, (int)t->tid, timeout_ms);
+			return -1;
+		}
+		if (r < 0)
+			return -1;
+		if (ptrace_is_event_stop(status))
+			break;
+		/* A signal-delivery-stop: let the signal through now. */
+		if (ptrace(PTRACE_GETSIGINFO, t->tid, NULL, &si) < 0)
+			return ptrace_fail(t, "PTRACE_GETSIGINFO", cause);
+		if (ptrace(PTRACE_CONT, t->tid, NULL,
+			(void *)(long)WSTOPSIG(status)) < 0)
+			return ptrace_fail(t, "PTRACE_CONT", cause);
+	}
+	t->stopped = 1;
+	t->in_signal_stop = 0;
+	t->stop_since_ms = inject_now_ms();
+	if (ptrace(PTRACE_GETREGS, t->tid, NULL, &t->regs) < 0)
+		return ptrace_fail(t, "PTRACE_GETREGS", cause);
+	return 0;
+}
+
+/* Let the stopped thread run again. Returns 0 or -1. */
+int
+ptrace_resume(struct ptrace_thread *t, char **cause)
+{
+	if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
+		return ptrace_fail(t, "PTRACE_CONT", cause);
+	t->stopped = 0;
+	t->stopped_ms += inject_now_ms() - t->stop_since_ms;
+	return 0;
+}
+
+/* Save the extended FP state of the stopped thread. Returns 0 or -1. */
+int
+ptrace_save(struct ptrace_thread *t, char **cause)
+{
+	struct iovec iov;
+
+	free(t->xstate);
+	t->xstate = malloc(PTRACE_XSTATE_MAX);
+	if (t->xstate == NULL) {
+		inject_cause(cause, "pid %d: out of memory", (int)t->pid);
+		return -1;
+	}
+	iov.iov_base = t->xstate;
+	iov.iov_len = PTRACE_XSTATE_MAX;
+	if (ptrace(PTRACE_GETREGSET, t->tid, (void *)NT_X86_XSTATE, &iov) < 0)
+		return ptrace_fail(t, "PTRACE_GETREGSET", cause);
+	t->xstate_len = iov.iov_len;
+	return 0;
+}
+
+/*
+ * Put back the registers and extended FP state saved at the stop, exactly.
+ * Returns 0 or -1.
+ */
+int
+ptrace_restore(struct ptrace_thread *t, char **cause)
+{
+	struct iovec iov;
+
+	if (ptrace(PTRACE_SETREGS, t->tid, NULL, &t->regs) < 0)
+		return ptrace_fail(t, "PTRACE_SETREGS", cause);
+	if (t->xstate == NULL)
+		return 0;
+	iov.iov_base = t->xstate;
+	iov.iov_len = t->xstate_len;
+	if (ptrace(PTRACE_SETREGSET, t->tid, (void *)NT_X86_XSTATE, &iov) < 0)
+		return ptrace_fail(t, "PTRACE_SETREGSET", cause);
+	return 0;
+}
+
+/* Whether a signal-delivery-stop is a fault raised by the code itself. */
+static int
+ptrace_is_fault(const siginfo_t *si)
+{
+	switch (si->si_signo) {
+	case SIGSEGV:
+	case SIGBUS:
+	case SIGILL:
+	case SIGFPE:
+	case SIGTRAP:
+		return si->si_code > 0;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * After a watchdog timeout, take the thread back wherever it is, so the
+ * caller can restore it. Returns 0 or -1.
+ */
+static int
+ptrace_reclaim(struct ptrace_thread *t, char **cause)
+{
+	siginfo_t si;
+	int status, r;
+
+	if (ptrace(PTRACE_INTERRUPT, t->tid, NULL, NULL) < 0)
+		return ptrace_fail(t, "PTRACE_INTERRUPT", cause);
+	for (;;) {
+		r = ptrace_wait(t, 1000, &status, cause);
+		if (r == PTRACE_WAIT_TIMEOUT) {
+			inject_cause(cause, "pid %d: thread %d did not stop",
+			    (int)t->pid, (int)t->tid);
+			return -1;
+		}
+		if (r < 0)
+			return -1;
+		if (ptrace_is_event_stop(status)) {
+			t->in_signal_stop = 0;
+			return 0;
+		}
+		if (ptrace(PTRACE_GETSIGINFO, t->tid, NULL, &si) < 0)
+			return ptrace_fail(t, "PTRACE_GETSIGINFO", cause);
+		if (!ptrace_is_fault(&si))
+			ptrace_defer(t, &si);
+		t->in_signal_stop = 1;
+		return 0;
+	}
+}
+
+/*
+ * Make the stopped thread call func(args...) on a stack below sp with
+ * retaddr (an int3 byte) as return address, and wait up to timeout_ms for
+ * the call to trap back. The syscall the thread was in is kept from
+ * restarting into the call (orig_rax = -1); t->regs is left untouched for
+ * ptrace_restore. Signals arriving meanwhile are deferred for detach.
+ * Returns 0 with *ret = rax, or -1 with *cause set; after a fault or a
+ * timeout the thread is left stopped for the caller to restore.
+ */
+int
+ptrace_call(struct ptrace_thread *t, uint64_t func, const uint64_t *args,
+    int nargs, uint64_t retaddr, uint64_t sp, int timeout_ms, uint64_t *ret,
+    char **cause)
+{
+	struct user_regs_struct r = t->regs;
+	double deadline;
+	siginfo_t si;
+	int status, w;
+
+	sp &= ~(uint64_t)15;
+	sp -= 8;
+	if (ptrace_mem_write(t->memfd, sp, &retaddr, sizeof retaddr) < 0) {
+		inject_cause(cause, "pid %d: cannot write to its stack: %s",
+		    (int)t->pid, strerror(errno));
+		return -1;
+	}
+	r.rip = func;
+	r.rsp = sp;
+	r.rax = 0;
+	r.orig_rax = (unsigned long long)-1;
+	r.eflags &= ~(unsigned long long)(PTRACE_EFLAGS_DF | PTRACE_EFLAGS_TF);
+	r.rdi = nargs > 0 ? args[0] : 0;
+	r.rsi = nargs > 1 ? args[1] : 0;
+	r.rdx = nargs > 2 ? args[2] : 0;
+	r.rcx = nargs > 3 ? args[3] : 0;
+	if (ptrace(PTRACE_SETREGS, t->tid, NULL, &r) < 0)
+		return ptrace_fail(t, "PTRACE_SETREGS", cause);
+	if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
+		return ptrace_fail(t, "PTRACE_CONT", cause);
+	t->stopped = 0;
+	deadline = inject_now_ms() + timeout_ms;
+	for (;;) {
+		int left = (int)(deadline - inject_now_ms());
+
+		w = ptrace_wait(t, left > 0 ? left : 0, &status, cause);
+		if (w == PTRACE_WAIT_TIMEOUT) {
+			if (ptrace_reclaim(t, cause) < 0)
+				return -1;
+			t->stopped = 1;
+			inject_cause(cause,
+			    "pid %d: the call into the target did not return "
+			    "within %d ms; abandoned it and restored the thread "
+			    "(the target may be left holding loader locks)",
+			    (int)t->pid, timeout_ms);
+			return -1;
+		}
+		if (w < 0)
+			return -1;
+		if (ptrace_is_event_stop(status)) {
+			/* Group-stop: finish the call first. */
+			if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
+				return ptrace_fail(t, "PTRACE_CONT", cause);
+			continue;
+		}
+		if (ptrace(PTRACE_GETSIGINFO, t->tid, NULL, &si) < 0)
+			return ptrace_fail(t, "PTRACE_GETSIGINFO", cause);
+		if (si.si_signo == SIGTRAP) {
+			if (ptrace(PTRACE_GETREGS, t->tid, NULL, &r) < 0)
+				return ptrace_fail(t, "PTRACE_GETREGS", cause);
+			if (r.rip == retaddr + 1) {
+				t->stopped = 1;
+				t->in_signal_stop = 1;
+				*ret = r.rax;
+				return 0;
+			}
+		}
+		if (ptrace_is_fault(&si)) {
+			t->stopped = 1;
+			t->in_signal_stop = 1;
+			inject_cause(cause,
+			    "pid %d: the call into the target faulted with %s "
+			    "at 0x%llx; restored the thread",
+			    (int)t->pid, strsignal(si.si_signo),
+			    (unsigned long long)r.rip);
+			return -1;
+		}
+		ptrace_defer(t, &si);
+		if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
+			return ptrace_fail(t, "PTRACE_CONT", cause);
+	}
+}
+
+/*
+ * Let the thread go. The first deferred signal is delivered by the detach
+ * itself, with its siginfo, when the thread sits in a signal-delivery-stop;
+ * the others are sent again with tgkill. A thread that is not seized is a
+ * no-op.
+ */
+void
+ptrace_detach(struct ptrace_thread *t)
+{
+	long sig = 0;
+	int i = 0;
+
+	if (!t->seized)
+		goto out;
+	if (t->stopped)
+		t->stopped_ms += inject_now_ms() - t->stop_since_ms;
+	if (t->ndeferred > 0 && t->in_signal_stop &&
+	    ptrace(PTRACE_SETSIGINFO, t->tid, NULL, &t->deferred[0]) == 0) {
+		sig = t->deferred[0].si_signo;
+		i = 1;
+	}
+	for (; i < t->ndeferred; i++)
+		syscall(SYS_tgkill, t->pid, t->tid, t->deferred[i].si_signo);
+	ptrace(PTRACE_DETACH, t->tid, NULL, (void *)sig);
+out:
+	t->ndeferred = 0;
+	t->seized = 0;
+	t->stopped = 0;
+	free(t->xstate);
+	t->xstate = NULL;
+	t->xstate_len = 0;
+}
+
+/* Read len bytes of target memory at addr. Returns 0 or -1. */
+int
+ptrace_mem_read(int memfd, uint64_t addr, void *buf, size_t len)
+{
+	ssize_t n;
+
+	n = pread(memfd, buf, len, (off_t)addr);
+	if (n < 0)
+		return -1;
+	if ((size_t)n != len) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* Write len bytes to target memory at addr. Returns 0 or -1. */
+int
+ptrace_mem_write(int memfd, uint64_t addr, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	n = pwrite(memfd, buf, len, (off_t)addr);
+	if (n < 0)
+		return -1;
+	if ((size_t)n != len) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,32 @@
+/* The wire protocol: route names, limits and the HTTP response parser. */
+#ifndef PROBING_PROTO_H
+#define PROBING_PROTO_H
+
+#include <stddef.h>
+
+/* Routes. Bodies are JSON; every error reply is {"error": "..."}. */
+#define PROTO_HEALTH   "/health"   /* GET: pid, python, version, tcp_port */
+#define PROTO_QUERY    "/query"    /* POST {"sql"}: columns, types, rows */
+#define PROTO_EVAL     "/eval"     /* POST {"code"}: output, error */
+#define PROTO_CONFIG   "/config"   /* GET: keys; POST {"key","value"} */
+#define PROTO_COMPLETE "/complete" /* POST {"text"}: matches */
+
+#define PROTO_MAX_BODY      (1024 * 1024)
+#define PROTO_TIMEOUT_HDR   "X-Probing-Timeout-Ms"
+#define PROTO_DEFAULT_GIL_MS 5000
+
+/* A parsed HTTP response; body is malloc'd and NUL-terminated. */
+struct proto_response {
+	int status;
+	char *body;
+	size_t body_len;
+};
+
+/* Parses a complete HTTP/1.x response (Content-Length, chunked, or up to
+ * EOF). Returns 1 when buf holds a whole response, 0 when more bytes are
+ * needed, -1 with *cause set when it is malformed. */
+int proto_parse_response(const char *buf, size_t len, int eof,
+    struct proto_response *out, char **cause);
+void proto_response_clear(struct proto_response *);
+
+#endif

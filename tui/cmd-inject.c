@@ -1,0 +1,317 @@
+/* inject: load the agent into a running Python process with ptrace. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config-keys.h"
+#include "injector.h"
+#include "log.h"
+#include "proto.h"
+#include "xmalloc.h"
+#include "tui.h"
+
+#define CMD_INJECT_MAX_D   32
+#define CMD_INJECT_WAIT_MS 5000
+
+/* Where to look for the agent, relative to this program's directory. */
+static const char *const cmd_inject_dirs[] = {
+	"agent",        /* the build tree: ./probing, ./agent/ */
+	"../lib/probing", /* installed: PREFIX/bin, PREFIX/lib/probing */
+	NULL,
+};
+
+/* Finds the agent built for python major.minor; 0 or -1 with *cause. */
+int
+cmd_inject_agent_path(int major, int minor, char *out, size_t len,
+    char **cause)
+{
+	char self[PATH_MAX], *slash;
+	const char *env = getenv("PROBING_AGENT_DIR");
+	ssize_t n;
+	int i;
+
+	if (env != NULL && *env != '\0') {
+		snprintf(out, len, "%s/libprobing-%d.%d.so", env, major, minor);
+		if (access(out, R_OK) == 0)
+			return 0;
+	}
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n < 0) {
+		cause_set(cause, "cannot find this program: %s",
+		    strerror(errno));
+		return -1;
+	}
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	*slash = '\0';
+	for (i = 0; cmd_inject_dirs[i] != NULL; i++) {
+		snprintf(out, len, "%s/%s/libprobing-%d.%d.so", self,
+		    cmd_inject_dirs[i], major, minor);
+		if (access(out, R_OK) == 0) {
+			char *real = realpath(out, NULL);
+
+			if (real != NULL) {
+				snprintf(out, len, "%s", real);
+				free(real);
+			}
+			return 0;
+		}
+	}
+	cause_set(cause,
+	    "no agent built for python %d.%d (looked in %s/agent and "
+	    "%s/../lib/probing); build one with: make agent "
+	    "PYTHON=python%d.%d",
+	    major, minor, self, self, major, minor);
+	return -1;
+}
+
+/* Writes the -D settings where the agent reads them at its first moment. */
+static int
+cmd_inject_write_init(pid_t pid, char **defs, int ndefs, char **cause)
+{
+	char path[128];
+	int fd, i;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/root/tmp/probing-%d.init",
+	    (int)pid, (int)pid);
+	unlink(path);
+	if (ndefs == 0)
+		return 0;
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		cause_set(cause, "cannot write %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	for (i = 0; i < ndefs; i++)
+		fprintf(f, "%s\n", defs[i]);
+	fclose(f);
+	return 0;
+}
+
+/* Applies -D settings to an agent that is already there. */
+static int
+cmd_inject_apply(struct cmd_ctx *ctx, const struct endpoint *ep,
+    char **defs, int ndefs)
+{
+	json_t *body, *r;
+	char *eq, *cause = NULL;
+	int i, status, failed = 0;
+
+	for (i = 0; i < ndefs; i++) {
+		eq = strchr(defs[i], '=');
+		*eq = '\0';
+		body = json_pack("{s:s, s:s}", "key", defs[i], "value", eq + 1);
+		*eq = '=';
+		if (client_request(ep, ctx->token, "POST", PROTO_CONFIG, body,
+			ctx->timeout_ms, 0, &r, &status, &cause) != 0) {
+			failed = cmd_fail(cause);
+			free(cause);
+			cause = NULL;
+		}
+		json_decref(r);
+		json_decref(body);
+	}
+	return failed;
+}
+
+/* If the agent's root differs from ours, copy the agent into the target's
+ * /tmp so that dlopen there finds it; path is updated to the target's
+ * view. */
+static int
+cmd_inject_place_agent(pid_t pid, char *path, size_t len, char **cause)
+{
+	char root[64], dst[PATH_MAX], inside[128], buf[65536];
+	struct stat a, b;
+	int in, out;
+	ssize_t n;
+
+	snprintf(root, sizeof root, "/proc/%d/root", (int)pid);
+	if (stat(root, &a) != 0 || stat("/", &b) != 0 ||
+	    (a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+		return 0;
+	snprintf(inside, sizeof inside, "/tmp/%s", strrchr(path, '/') + 1);
+	snprintf(dst, sizeof dst, "%s%s", root, inside);
+	in = open(path, O_RDONLY | O_CLOEXEC);
+	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+	if (in < 0 || out < 0) {
+		cause_set(cause, "cannot copy the agent into pid %d's root: %s",
+		    (int)pid, strerror(errno));
+		goto fail;
+	}
+	while ((n = read(in, buf, sizeof buf)) > 0) {
+		if (write(out, buf, (size_t)n) != n) {
+			cause_set(cause, "cannot copy the agent to %s: %s", dst,
+			    strerror(errno));
+			goto fail;
+		}
+	}
+	close(in);
+	close(out);
+	snprintf(path, len, "%s", inside);
+	return 0;
+fail:
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return -1;
+}
+
+/* The agent log's last line, to explain an agent that did not answer. */
+static void
+cmd_inject_log_tail(pid_t pid, char *buf, size_t len)
+{
+	char path[128], line[512];
+	FILE *f;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof path, "/proc/%d/root/tmp/probing-%d.log",
+	    (int)pid, (int)pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return;
+	while (fgets(line, sizeof line, f) != NULL)
+		snprintf(buf, len, "%s", line);
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+static double
+cmd_inject_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Waits until the new agent answers; returns its reply or NULL. */
+static json_t *
+cmd_inject_wait(struct cmd_ctx *ctx, const struct endpoint *ep)
+{
+	double until = cmd_inject_now_ms() + CMD_INJECT_WAIT_MS;
+	json_t *h = NULL;
+	char *cause = NULL;
+	int status;
+
+	while (cmd_inject_now_ms() < until) {
+		if (client_probe_pid(ep->pid) &&
+		    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
+			ctx->timeout_ms, 2000, &h, &status, &cause) == 0)
+			return h;
+		free(cause);
+		cause = NULL;
+		usleep(500);
+	}
+	return NULL;
+}
+
+static int
+cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
+    int ndefs)
+{
+	struct injector_stats st = { 0 };
+	char agent[PATH_MAX], full[32], tail[512], *cause = NULL;
+	double t0 = cmd_inject_now_ms();
+	int major, minor;
+	json_t *h;
+
+	if (client_probe_pid(ep->pid)) {
+		printf("probing: pid %d already probed\n", (int)ep->pid);
+		return cmd_inject_apply(ctx, ep, defs, ndefs);
+	}
+	if (injector_python_version(ep->pid, &major, &minor, full, sizeof full,
+		&cause) != 0 ||
+	    cmd_inject_agent_path(major, minor, agent, sizeof agent, &cause) !=
+		0 ||
+	    cmd_inject_place_agent(ep->pid, agent, sizeof agent, &cause) != 0 ||
+	    cmd_inject_write_init(ep->pid, defs, ndefs, &cause) != 0 ||
+	    injector_load(ep->pid, agent, &st, &cause) != 0) {
+		cmd_fail(cause);
+		free(cause);
+		return 1;
+	}
+	h = cmd_inject_wait(ctx, ep);
+	if (h == NULL) {
+		cmd_inject_log_tail(ep->pid, tail, sizeof tail);
+		fprintf(stderr,
+		    "probing: the agent was loaded into pid %d but does not "
+		    "answer%s%s\n",
+		    (int)ep->pid, tail[0] ? ": " : "", tail);
+		return 1;
+	}
+	printf("probing: injected into %d (python %s) in %.0f ms\n",
+	    (int)ep->pid, json_string_value(json_object_get(h, "python")),
+	    cmd_inject_now_ms() - t0);
+	json_decref(h);
+	return 0;
+}
+
+static int
+cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	char *defs[CMD_INJECT_MAX_D], *cause = NULL, *eq;
+	const struct config_key *k;
+	int c, i, rc, ndefs = 0, failed = 0;
+	double v;
+
+	while ((c = cmd_getopt(ctx, argc, argv, "D:")) != -1) {
+		if (c != 'D')
+			return EXIT_USAGE;
+		eq = strchr(optarg, '=');
+		if (eq == NULL)
+			return cmd_usage(ctx->entry,
+			    "-D needs key=value, not '%s'", optarg);
+		if (ndefs == CMD_INJECT_MAX_D)
+			return cmd_usage(ctx->entry, "too many -D settings");
+		*eq = '\0';
+		k = config_key_find(optarg);
+		if (k == NULL)
+			return cmd_usage(ctx->entry,
+			    "unknown config key '%s' (see: probing help config)",
+			    optarg);
+		if (config_key_parse(k, eq + 1, &v, &cause) != 0) {
+			rc = cmd_usage(ctx->entry, "%s", cause_str(cause));
+			free(cause);
+			return rc;
+		}
+		*eq = '=';
+		defs[ndefs++] = optarg;
+	}
+	if (optind != argc)
+		return cmd_usage(ctx->entry, "too many arguments");
+	if ((rc = cmd_require_targets(ctx)) != 0)
+		return rc;
+	for (i = 0; i < ctx->ntargets; i++) {
+		if (ctx->targets[i].kind != ENDPOINT_PID) {
+			fprintf(stderr, "probing: cannot inject into %s: inject "
+					"needs a local pid\n",
+			    ctx->targets[i].name);
+			failed = 1;
+			continue;
+		}
+		failed |= cmd_inject_one(ctx, &ctx->targets[i], defs, ndefs);
+	}
+	return failed;
+}
+
+const struct cmd_entry cmd_inject_entry = {
+	.name = "inject",
+	.args = "[-D KEY=VALUE ...]",
+	.help = "load the agent into a running Python process (ptrace)",
+	.detail = "  -D KEY=VALUE   a config setting in force from the agent's "
+		  "first moment (repeatable)\n"
+		  "injecting again is a no-op that applies the -D settings "
+		  "live\n",
+	.needs_target = 1,
+	.exec = cmd_inject_exec,
+};

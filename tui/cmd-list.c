@@ -1,0 +1,134 @@
+/* list: every local process with a live agent, found by socket name. */
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "proto.h"
+#include "xmalloc.h"
+#include "tui.h"
+
+#define CMD_LIST_ACCEPTCON 0x10000
+
+/* Reads /proc/PID/cmdline with spaces for NULs; malloc'd. */
+char *
+cmd_list_cmdline(pid_t pid)
+{
+	char path[64], buf[4096];
+	size_t n, i;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return xstrdup("");
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	while (n > 0 && buf[n - 1] == '\0')
+		n--;
+	for (i = 0; i < n; i++)
+		if (buf[i] == '\0')
+			buf[i] = ' ';
+	buf[n] = '\0';
+	return xstrdup(buf);
+}
+
+/* Pids listening on @probing-PID, in /proc/net/unix order; malloc'd. */
+pid_t *
+cmd_list_pids(int *n)
+{
+	char line[1024], path[512];
+	unsigned long flags;
+	pid_t *pids = NULL, pid;
+	int count = 0, i, dup;
+	FILE *f = fopen("/proc/net/unix", "re");
+
+	if (f == NULL) {
+		*n = 0;
+		return NULL;
+	}
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %511s", &flags,
+			path) != 2 ||
+		    !(flags & CMD_LIST_ACCEPTCON) ||
+		    sscanf(path, "@probing-%d", &pid) != 1)
+			continue;
+		for (dup = 0, i = 0; i < count; i++)
+			dup |= pids[i] == pid;
+		if (dup)
+			continue;
+		pids = xrealloc(pids, (size_t)(count + 1) * sizeof *pids);
+		pids[count++] = pid;
+	}
+	fclose(f);
+	*n = count;
+	return pids;
+}
+
+static int
+cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	json_t *all, *h, *row;
+	struct endpoint ep = { .kind = ENDPOINT_PID };
+	struct passwd *pw;
+	struct stat sb;
+	char path[64], unixname[80], *cmd, *cause = NULL;
+	int c, fmt = FMT_TABLE, n, i, status;
+	pid_t *pids;
+
+	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
+		if (c != 'f')
+			return EXIT_USAGE;
+		if ((fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
+			return EXIT_USAGE;
+	}
+	if (optind != argc)
+		return cmd_usage(ctx->entry, "too many arguments");
+	all = json_pack("{s:[s,s,s,s,s,s], s:[]}", "columns", "pid", "user",
+	    "python", "unix", "tcp", "command", "rows");
+	pids = cmd_list_pids(&n);
+	for (i = 0; i < n; i++) {
+		ep.pid = pids[i];
+		snprintf(ep.name, sizeof ep.name, "%d", (int)pids[i]);
+		snprintf(path, sizeof path, "/proc/%d", (int)pids[i]);
+		if (stat(path, &sb) != 0)
+			continue;
+		pw = getpwuid(sb.st_uid);
+		h = NULL;
+		if (client_request(&ep, NULL, "GET", PROTO_HEALTH, NULL,
+			ctx->timeout_ms, 2000, &h, &status, &cause) != 0) {
+			free(cause);
+			cause = NULL;
+		}
+		endpoint_socket_name(pids[i], unixname + 1, sizeof unixname - 1);
+		unixname[0] = '@';
+		cmd = cmd_list_cmdline(pids[i]);
+		row = json_pack("[i, s, s, s, O, s]", (int)pids[i],
+		    pw ? pw->pw_name : "?",
+		    h ? json_string_value(json_object_get(h, "python")) : "?",
+		    unixname,
+		    h && json_integer_value(json_object_get(h, "tcp_port"))
+			? json_object_get(h, "tcp_port")
+			: json_null(),
+		    cmd);
+		json_array_append_new(json_object_get(all, "rows"), row);
+		free(cmd);
+		json_decref(h);
+	}
+	free(pids);
+	fmt_print(stdout, (enum fmt_kind)fmt, all);
+	json_decref(all);
+	return 0;
+}
+
+const struct cmd_entry cmd_list_entry = {
+	.name = "list",
+	.alias = "ls",
+	.args = "[-f table|json|csv]",
+	.help = "list local processes with a live probing agent",
+	.detail = "found through their abstract unix sockets (@probing-PID), "
+		  "so the list cannot go stale\n",
+	.exec = cmd_list_exec,
+};

@@ -1,0 +1,50 @@
+/* tables: every table a query can read, with its columns. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tui.h"
+
+static const char cmd_tables_sql[] =
+    "SELECT 'python.' || m.name AS \"table\", p.name AS \"column\", "
+    "p.type AS type "
+    "FROM python.sqlite_master m, pragma_table_info(m.name, 'python') p "
+    "WHERE m.type IN ('table', 'view') "
+    "UNION ALL "
+    "SELECT m.name, p.name, p.type "
+    "FROM main.sqlite_master m, pragma_table_info(m.name, 'main') p "
+    "WHERE m.type IN ('table', 'view')";
+
+static int
+cmd_tables_exec(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	int c, fmt = FMT_TABLE, failed, rc;
+	json_t *result;
+
+	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
+		if (c != 'f')
+			return EXIT_USAGE;
+		if ((fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
+			return EXIT_USAGE;
+	}
+	if (optind != argc)
+		return cmd_usage(ctx->entry, "too many arguments");
+	if ((rc = cmd_require_targets(ctx)) != 0)
+		return rc;
+	result = cmd_query_run(ctx, cmd_tables_sql, &failed);
+	if (result != NULL) {
+		fmt_print(stdout, (enum fmt_kind)fmt, result);
+		json_decref(result);
+	}
+	return failed ? 1 : 0;
+}
+
+const struct cmd_entry cmd_tables_entry = {
+	.name = "tables",
+	.args = "[-f table|json|csv]",
+	.help = "list the tables a query can read and their columns",
+	.detail = "the same as: probing query \"SELECT m.name, p.name, p.type "
+		  "FROM python.sqlite_master m,\n"
+		  "pragma_table_info(m.name, 'python') p\"\n",
+	.needs_target = 1,
+	.exec = cmd_tables_exec,
+};

@@ -1,0 +1,213 @@
+/* The table of commands and everything derived from it: help, usage
+ * errors and the man page. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "tui.h"
+
+const struct cmd_entry *const cmd_table[] = {
+	&cmd_inject_entry,
+	&cmd_query_entry,
+	&cmd_eval_entry,
+	&cmd_config_entry,
+	&cmd_tables_entry,
+	&cmd_list_entry,
+	&cmd_help_entry,
+	NULL,
+};
+
+static const char cmd_global_usage[] =
+    "usage: probing [-t TARGET] [--timeout SECONDS] COMMAND [ARGS]\n";
+
+static const char cmd_global_detail[] =
+    "  -t, --target TARGET   a pid, host:port, or a comma-separated list\n"
+    "      --timeout SECONDS how long the agent may wait for the GIL "
+    "(default 5)\n"
+    "      --token-file FILE bearer token for host:port targets (default: "
+    "$PROBING_AUTH_TOKEN)\n"
+    "  -h, --help            this help; probing help COMMAND for one "
+    "command\n"
+    "  -V, --version         print the version\n";
+
+const struct cmd_entry *
+cmd_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; cmd_table[i] != NULL; i++) {
+		if (strcmp(cmd_table[i]->name, name) == 0 ||
+		    (cmd_table[i]->alias != NULL &&
+			strcmp(cmd_table[i]->alias, name) == 0))
+			return cmd_table[i];
+	}
+	return NULL;
+}
+
+void
+cmd_print_help(FILE *f, const struct cmd_entry *e)
+{
+	fprintf(f, "usage: probing %s%s%s %s\n", e->needs_target ? "-t TARGET " : "",
+	    e->name, "", e->args);
+	fprintf(f, "%s\n", e->help);
+	if (e->alias != NULL)
+		fprintf(f, "alias: %s\n", e->alias);
+	if (e->detail != NULL && *e->detail != '\0')
+		fprintf(f, "\n%s", e->detail);
+}
+
+void
+cmd_print_overview(FILE *f)
+{
+	size_t i;
+
+	fputs(cmd_global_usage, f);
+	fputs("\nLook inside a running Python / PyTorch process.\n\n"
+	      "commands:\n",
+	    f);
+	for (i = 0; cmd_table[i] != NULL; i++)
+		fprintf(f, "  %-9s %s\n", cmd_table[i]->name, cmd_table[i]->help);
+	fprintf(f, "\noptions:\n%s", cmd_global_detail);
+	fputs("\nexit status: 0 ok, 1 failure, 2 usage error\n", f);
+}
+
+int
+cmd_usage(const struct cmd_entry *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("probing: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (e != NULL)
+		fprintf(stderr, "usage: probing %s%s %s\n",
+		    e->needs_target ? "-t TARGET " : "", e->name, e->args);
+	else
+		fputs(cmd_global_usage, stderr);
+	return EXIT_USAGE;
+}
+
+int
+cmd_fail(const char *cause)
+{
+	fprintf(stderr, "probing: %s\n", cause_str(cause));
+	return 1;
+}
+
+int
+cmd_parse_format(const struct cmd_entry *e, const char *arg,
+    const char *const *allowed)
+{
+	int i;
+
+	for (i = 0; allowed[i] != NULL; i++) {
+		if (strcmp(allowed[i], arg) == 0)
+			return i;
+	}
+	cmd_usage(e, "unknown format '%s'", arg);
+	return -1;
+}
+
+/* Writes s with roff's special characters escaped. */
+static void
+cmd_man_text(FILE *f, const char *s)
+{
+	int bol = 1;
+
+	for (; *s != '\0'; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", f);
+		if (*s == '\\')
+			fputs("\\e", f);
+		else if (*s == '-')
+			fputs("\\-", f);
+		else
+			fputc(*s, f);
+		bol = *s == '\n';
+	}
+}
+
+void
+cmd_print_man(FILE *f)
+{
+	size_t i;
+	const struct cmd_entry *e;
+
+	fprintf(f, ".TH PROBING 1 \"\" \"probing %s\" \"User Commands\"\n",
+	    PROBING_VERSION);
+	fputs(".SH NAME\nprobing \\- look inside a running Python / PyTorch "
+	      "process\n.SH SYNOPSIS\n.B probing\n[\\fB\\-t\\fR \\fITARGET\\fR] "
+	      "\\fICOMMAND\\fR [\\fIARGS\\fR]\n.SH DESCRIPTION\n"
+	      "probing attaches to a Python process (injected with ptrace, or "
+	      "started with PROBING=1) and answers SQL queries over live "
+	      "in-process tables, runs Python in it, and shows its stacks.\n"
+	      ".SH OPTIONS\n.nf\n",
+	    f);
+	cmd_man_text(f, cmd_global_detail);
+	fputs(".fi\n.SH COMMANDS\n", f);
+	for (i = 0; (e = cmd_table[i]) != NULL; i++) {
+		fprintf(f, ".TP\n.B %s ", e->name);
+		cmd_man_text(f, e->args);
+		fputc('\n', f);
+		cmd_man_text(f, e->help);
+		fputc('\n', f);
+		if (e->detail != NULL && *e->detail != '\0') {
+			fputs(".nf\n", f);
+			cmd_man_text(f, e->detail);
+			fputs(".fi\n", f);
+		}
+	}
+	fputs(".SH ENVIRONMENT\n.TP\n.B PROBING\n"
+	      "0 or unset: off; 1 (followed): this process; 2 (nested): this "
+	      "process and its Python children; regex:PATTERN or NAME.py: "
+	      "only matching scripts\n"
+	      ".TP\n.B PROBING_PORT\nTCP port the agent also serves on\n"
+	      ".TP\n.B PROBING_AUTH_TOKEN\nbearer token required on TCP; also "
+	      "sent by the client\n"
+	      ".TP\n.B PROBING_SAMPLE_RATE, PROBING_TORCH_PROFILING\n"
+	      "initial probing.sample_rate and probing.torch.enabled (on/off)\n"
+	      ".TP\n.B NO_COLOR\ndisables colour in output\n"
+	      ".SH EXIT STATUS\n0 success, 1 failure, 2 usage error.\n"
+	      ".SH FILES\n/tmp/probing\\-PID.log, the agent's log\n",
+	    f);
+}
+
+int
+cmd_getopt(struct cmd_ctx *ctx, int argc, char **argv, const char *opts)
+{
+	char full[64];
+	int c;
+
+	snprintf(full, sizeof full, "+:t:%s", opts);
+	while ((c = getopt(argc, argv, full)) == 't')
+		ctx->target_text = optarg;
+	if (c == ':')
+		cmd_usage(ctx->entry, "option -%c needs a value", optopt);
+	else if (c == '?')
+		cmd_usage(ctx->entry, "unknown option -%c", optopt);
+	return c;
+}
+
+int
+cmd_require_targets(struct cmd_ctx *ctx)
+{
+	char *cause = NULL;
+	int rc;
+
+	if (ctx->target_text == NULL)
+		return cmd_usage(ctx->entry, "no target: give -t PID or -t "
+					     "HOST:PORT");
+	if (ctx->targets != NULL)
+		return 0;
+	if (endpoint_parse_list(ctx->target_text, &ctx->targets,
+		&ctx->ntargets, &cause) != 0) {
+		rc = cmd_usage(ctx->entry, "%s", cause_str(cause));
+		free(cause);
+		return rc;
+	}
+	return 0;
+}

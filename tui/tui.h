@@ -1,0 +1,90 @@
+/* The probing program: commands, the client and output formatting. */
+#ifndef PROBING_TUI_H
+#define PROBING_TUI_H
+
+#include <getopt.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "endpoint.h"
+
+#define EXIT_USAGE 2
+
+/* What every command gets: global options and parsed targets. */
+struct cmd_ctx {
+	const char *target_text; /* -t as given, or NULL */
+	struct endpoint *targets;
+	int ntargets;
+	int timeout_ms; /* how long the agent may wait for the GIL */
+	const char *token;
+	const struct cmd_entry *entry;
+};
+
+struct cmd_entry {
+	const char *name;
+	const char *alias;
+	const char *args;   /* usage after the name */
+	const char *help;   /* one line */
+	const char *detail; /* option lines for `help COMMAND` and the man page */
+	int needs_target;
+	int (*exec)(struct cmd_ctx *, int argc, char **argv);
+};
+
+/* cmd.c */
+extern const struct cmd_entry *const cmd_table[];
+const struct cmd_entry *cmd_find(const char *name);
+int cmd_usage(const struct cmd_entry *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int cmd_fail(const char *cause);
+void cmd_print_help(FILE *, const struct cmd_entry *);
+void cmd_print_overview(FILE *);
+void cmd_print_man(FILE *);
+/* getopt for a command: handles -t TARGET itself, returns other options. */
+int cmd_getopt(struct cmd_ctx *, int argc, char **argv, const char *opts);
+/* Parses the targets; returns 0, or the exit code after an error. */
+int cmd_require_targets(struct cmd_ctx *);
+/* Parses -f FORMAT; returns the format index or -1 after a usage error. */
+int cmd_parse_format(const struct cmd_entry *, const char *arg,
+    const char *const *allowed);
+
+/* cmd-*.c */
+extern const struct cmd_entry cmd_query_entry;
+extern const struct cmd_entry cmd_eval_entry;
+extern const struct cmd_entry cmd_config_entry;
+extern const struct cmd_entry cmd_list_entry;
+extern const struct cmd_entry cmd_tables_entry;
+extern const struct cmd_entry cmd_inject_entry;
+extern const struct cmd_entry cmd_help_entry;
+
+/* client.c: one blocking request. Returns 0 with *reply set (a JSON
+ * object) when the agent answered 200; otherwise -1 with *cause (the
+ * agent's own message when it sent one) and *status (0 when it never
+ * answered). */
+int client_request(const struct endpoint *, const char *token,
+    const char *method, const char *path, json_t *body, int gil_timeout_ms,
+    int wait_ms, json_t **reply, int *status, char **cause);
+/* True if pid has a live agent listening on its unix socket. */
+int client_probe_pid(pid_t pid);
+
+/* cmd-list.c */
+char *cmd_list_cmdline(pid_t);
+pid_t *cmd_list_pids(int *n);
+
+/* cmd-inject.c */
+int cmd_inject_agent_path(int major, int minor, char *out, size_t len,
+    char **cause);
+
+/* cmd-query.c */
+json_t *cmd_query_run(struct cmd_ctx *, const char *sql, int *failed);
+
+/* fmt.c: query results printed as table, json or csv. */
+enum fmt_kind { FMT_TABLE, FMT_JSON, FMT_CSV };
+extern const char *const fmt_names[];
+/* result: {"columns": [...], "rows": [[...]]}. */
+void fmt_print(FILE *, enum fmt_kind, json_t *result);
+/* A JSON value as text (strings bare, null empty); malloc'd. */
+char *fmt_value(json_t *);
+
+#endif
