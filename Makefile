@@ -145,12 +145,22 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@for b in tests/bench/bench-*.py; do $(PYTHON) $$b || exit 1; done
 
-FUZZ := $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint
-$(B)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(SHARED_SRC)
+FUZZ := $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint $(B)/fuzz/fuzz-request
+FUZZ_CC := clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+           -DPROBING_VERSION='"$(VERSION)"' -Ishared -Iagent
+$(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint: $(B)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(SHARED_SRC)
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ishared -o $@ $^
+	$(FUZZ_CC) -o $@ $^
+$(B)/fuzz/fuzz-request: tests/fuzz/fuzz-request.c agent/server.c agent/config.c $(SHARED_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -o $@ $^ -levent_pthreads -levent -ljansson -lpthread
+# Runs each harness for FUZZ_SECONDS (default 20) from its seed corpus.
 fuzz: $(FUZZ)
-	@for f in $(FUZZ); do $$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=0 2>&1 | tail -1 || exit 1; done
+	@for f in $(FUZZ); do n=$${f##*/}; c=tests/fuzz/corpus-$${n#fuzz-}; \
+	  mkdir -p $(B)/corpus/$$n; [ -d $$c ] && cp -n $$c/* $(B)/corpus/$$n/ 2>/dev/null; \
+	  $$f -max_total_time=$${FUZZ_SECONDS:-20} -timeout=10 $(B)/corpus/$$n >$(B)/fuzz/$$n.log 2>&1 \
+	    && echo "ok - $$n: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' $(B)/fuzz/$$n.log | grep -o '[0-9]*$$' || tail -1 $(B)/fuzz/$$n.log)" \
+	    || { echo "not ok - $$n (see $(B)/fuzz/$$n.log)"; tail -30 $(B)/fuzz/$$n.log; exit 1; }; done
 
 FORMAT_SRC := $(wildcard shared/*.[ch] agent/*.[ch] injector/*.[ch] tui/*.[ch] tests/unit/*.c tests/fuzz/*.c tests/workloads/*.c)
 format:
@@ -171,7 +181,7 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PYSITE)/probing
 	install -m 755 probing $(DESTDIR)$(PREFIX)/bin/probing
 	install -m 755 $(AGENT_SO) $(DESTDIR)$(PREFIX)/lib/probing/
-	install -m 644 tui/probing.1 $(DESTDIR)$(PREFIX)/share/man/man1/probing.1
+	./probing help --man > $(DESTDIR)$(PREFIX)/share/man/man1/probing.1
 	install -m 644 agent/python/probing/*.py $(DESTDIR)$(PYSITE)/probing/
 	install -m 755 $(AGENT_SO) $(DESTDIR)$(PYSITE)/probing/
 	install -m 644 agent/python/probing.pth $(DESTDIR)$(PYSITE)/probing.pth

@@ -11,6 +11,7 @@ ring_init(struct ring *r, size_t recsize, size_t cap)
 	r->recsize = recsize;
 	r->cap = cap;
 	r->next_id = 1;
+	r->oldest = 1;
 	r->buf = calloc(cap, recsize);
 	return r->buf != NULL ? 0 : -1;
 }
@@ -24,6 +25,8 @@ ring_push(struct ring *r, void *rec)
 	id = r->next_id++;
 	memcpy(rec, &id, sizeof id);
 	memcpy(r->buf + ((id - 1) % r->cap) * r->recsize, rec, r->recsize);
+	if (id - r->oldest >= r->cap)
+		r->oldest = id - r->cap + 1;
 	pthread_mutex_unlock(&r->lock);
 	return id;
 }
@@ -44,7 +47,7 @@ ring_copy(const struct ring *r, uint64_t first, uint64_t last, char *dst)
 int
 ring_resize(struct ring *r, size_t cap)
 {
-	uint64_t last, first, n;
+	uint64_t last, first;
 	char *buf;
 
 	buf = calloc(cap, r->recsize);
@@ -52,12 +55,10 @@ ring_resize(struct ring *r, size_t cap)
 		return -1;
 	pthread_mutex_lock(&r->lock);
 	last = r->next_id - 1;
-	n = last < r->cap ? last : r->cap;
-	if (n > cap)
-		n = cap;
-	first = last - n + 1;
+	if (last >= cap && last - cap + 1 > r->oldest)
+		r->oldest = last - cap + 1;
 	/* Place each kept record where its id maps in the new ring. */
-	for (; n > 0 && first <= last; first++)
+	for (first = r->oldest; first <= last; first++)
 		memcpy(buf + ((first - 1) % cap) * r->recsize,
 		    r->buf + ((first - 1) % r->cap) * r->recsize, r->recsize);
 	free(r->buf);
@@ -75,7 +76,7 @@ ring_snapshot(struct ring *r, uint64_t after, size_t *n)
 
 	pthread_mutex_lock(&r->lock);
 	last = r->next_id - 1;
-	first = last >= r->cap ? last - r->cap + 1 : 1;
+	first = r->oldest;
 	if (after >= first)
 		first = after + 1;
 	*n = first <= last ? (size_t)(last - first + 1) : 0;
@@ -93,5 +94,6 @@ ring_clear(struct ring *r)
 	pthread_mutex_lock(&r->lock);
 	memset(r->buf, 0, r->cap * r->recsize);
 	r->next_id = 1;
+	r->oldest = 1;
 	pthread_mutex_unlock(&r->lock);
 }

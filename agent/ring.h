@@ -13,6 +13,7 @@ struct ring {
 	size_t recsize;
 	size_t cap;
 	uint64_t next_id; /* id of the next record pushed, from 1 */
+	uint64_t oldest;  /* id of the oldest record kept */
 	char *buf;        /* cap records; record id lives at (id-1) % cap */
 };
 

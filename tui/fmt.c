@@ -145,7 +145,7 @@ fmt_csv_row(FILE *f, json_t *row)
 		fmt_csv_cell(f, s);
 		free(s);
 	}
-	fputs("\r\n", f);
+	fputc('\n', f);
 }
 
 /* One JSON value, reals in their shortest exact form. */

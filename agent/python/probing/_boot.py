@@ -104,11 +104,11 @@ def _main():
     if want is None:
         return
     load_it, keep_env = want
+    # The agent reads PROBING at load to know it may warn on stderr, so
+    # the variable goes only afterwards.
+    mod = load() if load_it else None
     if not keep_env:
         os.environ.pop("PROBING", None)
-    if not load_it:
-        return
-    mod = load()
     if mod is None:
         return
     sock = mod.socket()

@@ -1,0 +1,137 @@
+"""Shared helpers for the end-to-end tests: real processes, the real
+./probing binary, the real installed .pth."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROBING = os.path.join(ROOT, "probing")
+PY = "/usr/bin/python3"
+WORKLOADS = os.path.join(ROOT, "tests", "workloads")
+BUILD = os.path.join(ROOT, ".build", "tests")
+
+
+def wait_for(fn, timeout=10.0, what="condition", interval=0.01):
+    """Polls fn until it returns a true value; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def probing(*args, env=None, timeout=60, input=None):
+    """Runs ./probing and returns the CompletedProcess (text)."""
+    e = dict(os.environ)
+    e.pop("PROBING", None)
+    if env:
+        e.update(env)
+    return subprocess.run([PROBING] + [str(a) for a in args], env=e,
+                          capture_output=True, text=True, timeout=timeout,
+                          input=input)
+
+
+def agent_listening(pid):
+    """True when @probing-PID is a listening socket."""
+    name = "@probing-%d" % pid
+    with open("/proc/net/unix") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 8 and parts[7] == name and int(parts[3], 16) & 0x10000:
+                return True
+    return False
+
+
+class Proc:
+    """A workload process; its stdout/stderr go to files read on demand."""
+
+    def __init__(self, argv, env, cwd=None):
+        self.dir = tempfile.mkdtemp(prefix="probing-test-")
+        self.out_path = os.path.join(self.dir, "out")
+        self.err_path = os.path.join(self.dir, "err")
+        self.p = subprocess.Popen(argv, env=env, cwd=cwd,
+                                  stdout=open(self.out_path, "w"),
+                                  stderr=open(self.err_path, "w"),
+                                  stdin=subprocess.DEVNULL)
+        self.pid = self.p.pid
+
+    def out(self):
+        with open(self.out_path, errors="replace") as f:
+            return f.read()
+
+    def err(self):
+        with open(self.err_path, errors="replace") as f:
+            return f.read()
+
+    def wait_out(self, text, timeout=20):
+        return wait_for(lambda: text in self.out(), timeout,
+                        "%r in the workload's output" % text)
+
+    def wait_agent(self, timeout=20):
+        wait_for(lambda: agent_listening(self.pid) or self.p.poll() is not None,
+                 timeout, "the agent of pid %d" % self.pid)
+        assert self.p.poll() is None, "workload died: %s" % self.err()
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+        self.p.wait()
+
+
+@pytest.fixture(scope="session")
+def userbase(tmp_path_factory):
+    """`make install` into a private prefix and user site, so PROBING=1
+    goes through the real probing.pth. Returns the env for workloads."""
+    base = str(tmp_path_factory.mktemp("userbase"))
+    prefix = os.path.join(base, "prefix")
+    site = subprocess.run(
+        [PY, "-c", "import site, os; print(site.getusersitepackages())"],
+        env=dict(os.environ, PYTHONUSERBASE=base), capture_output=True,
+        text=True, check=True).stdout.strip()
+    r = subprocess.run(["make", "-s", "-C", ROOT, "install", "PREFIX=" + prefix,
+                        "PYSITE=" + site, "PYTHON=" + PY],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, PYTHONUSERBASE=base, PYTHONUNBUFFERED="1")
+    for k in list(env):
+        if k.startswith("PROBING"):
+            del env[k]
+    env["PREFIX"] = prefix
+    return env
+
+
+@pytest.fixture
+def spawn(userbase):
+    """spawn(script_or_argv, probing="1", env={}) starts a workload (with
+    the agent when probing is set) and kills it after the test."""
+    procs = []
+
+    def start(script, probing="1", env=None, wait=True, argv=None):
+        e = dict(userbase)
+        if probing is not None:
+            e["PROBING"] = probing
+        if env:
+            e.update(env)
+        if argv is None:
+            path = script if os.path.exists(script) else os.path.join(WORKLOADS, script)
+            argv = [PY, path]
+        p = Proc(argv, e)
+        procs.append(p)
+        if wait and probing not in (None, "0", ""):
+            p.wait_agent()
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()

@@ -1,0 +1,101 @@
+/* libFuzzer harness: raw bytes sent to the agent's real HTTP server
+ * (agent/server.c on libevent) over its unix socket. The store and
+ * Python are replaced by stand-ins; routing, peer checks, JSON bodies and
+ * config parsing are the real code. */
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "endpoint.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+pid_t agent_pid;
+
+const char *
+agent_python_version(void)
+{
+	return "3.11.0";
+}
+
+json_t *
+store_query(const char *sql, int timeout_ms, char **cause)
+{
+	(void)timeout_ms;
+	if (strstr(sql, "fail") != NULL) {
+		*cause = strdup("no such table: fail");
+		return NULL;
+	}
+	return json_pack("{s:[s], s:[s], s:[[s]]}", "columns", "sql", "types",
+	    "TEXT", "rows", sql);
+}
+
+json_t *
+eval_run(const char *code, int timeout_ms, char **cause)
+{
+	(void)timeout_ms;
+	(void)cause;
+	return json_pack("{s:s, s:n}", "output", code, "error");
+}
+
+json_t *
+eval_complete(const char *text, int timeout_ms, char **cause)
+{
+	(void)timeout_ms;
+	(void)cause;
+	return json_pack("{s:[s]}", "matches", text);
+}
+
+/* Sends data on a fresh connection and reads until the server closes. */
+static void
+fuzz_send(const uint8_t *data, size_t size)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct pollfd pfd;
+	char name[64], buf[65536];
+	socklen_t sl;
+	int fd;
+
+	endpoint_socket_name(agent_pid, name, sizeof name);
+	memcpy(sun.sun_path + 1, name, strlen(name));
+	sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+	    strlen(name));
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sl) != 0)
+		abort();
+	if (size > 0 && send(fd, data, size, MSG_NOSIGNAL) < 0) {
+		close(fd);
+		return;
+	}
+	shutdown(fd, SHUT_WR);
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	while (poll(&pfd, 1, 5000) == 1 && read(fd, buf, sizeof buf) > 0)
+		;
+	close(fd);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static int started;
+	char *cause = NULL;
+
+	if (!started) {
+		agent_pid = getpid();
+		if (server_start(&cause) != 0) {
+			fprintf(stderr, "server_start: %s\n", cause);
+			abort();
+		}
+		started = 1;
+	}
+	fuzz_send(data, size);
+	return 0;
+}
