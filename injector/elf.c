@@ -23,7 +23,8 @@ elf_open(struct elf_file *ef, const char *path, char **cause)
 	ef->size = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		inject_cause(cause, "cannot open %s: %s", path, strerror(errno));
+		inject_cause(
+		    cause, "cannot open %s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &sb) < 0 || sb.st_size < (off_t)sizeof(Elf64_Ehdr)) {
@@ -39,8 +40,7 @@ elf_open(struct elf_file *ef, const char *path, char **cause)
 	}
 	eh = p;
 	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
-	    eh->e_ident[EI_CLASS] != ELFCLASS64 ||
-	    eh->e_machine != EM_X86_64) {
+	    eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_machine != EM_X86_64) {
 		munmap(p, (size_t)sb.st_size);
 		inject_cause(cause, "%s is not an x86-64 ELF file", path);
 		return -1;
@@ -110,14 +110,16 @@ elf_lookup(const struct elf_file *ef, const Elf64_Shdr *sh, size_t nsh,
 	if (sym->sh_type == SHT_DYNSYM) {
 		for (i = 0; i < nsh; i++) {
 			if (sh[i].sh_type == SHT_GNU_versym &&
-			    sh[i].sh_link == idx && elf_section_ok(ef, &sh[i]) &&
+			    sh[i].sh_link == idx &&
+			    elf_section_ok(ef, &sh[i]) &&
 			    sh[i].sh_size / sizeof(Elf64_Half) >= nsyms) {
 				ver = &sh[i];
 				break;
 			}
 		}
 		if (ver != NULL)
-			versym = (const Elf64_Half *)(ef->data + ver->sh_offset);
+			versym =
+			    (const Elf64_Half *)(ef->data + ver->sh_offset);
 	}
 	for (i = 1; i < nsyms; i++) {
 		const Elf64_Sym *s = &syms[i];

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,18 @@
 #define INJECT_PAGE        4096ULL
 #define INJECT_RTLD_NOW    0x2
 #define INJECT_RTLD_GLOBAL 0x100
+#define INJECT_EPERM                                                      \
+	"cannot attach to pid %d: operation not permitted (try as root, " \
+	"grant CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0)"
+
+/* One injector_load call, run on its own tracer thread. */
+struct inject_job {
+	pid_t pid;
+	const char *so_path;
+	struct injector_stats *st;
+	char **cause;
+	int rc;
+};
 
 /* Where the functions to call live in the target. */
 struct inject_funcs {
@@ -109,9 +123,11 @@ inject_maps_read(pid_t pid, struct inject_maps *maps, char **cause)
 	if (f == NULL) {
 		if (errno == ENOENT)
 			inject_cause(cause, "no such process: %d", (int)pid);
+		else if (errno == EACCES || errno == EPERM)
+			inject_cause(cause, INJECT_EPERM, (int)pid);
 		else
-			inject_cause(cause, "cannot read %s: %s", fn,
-			    strerror(errno));
+			inject_cause(
+			    cause, "cannot read %s: %s", fn, strerror(errno));
 		return -1;
 	}
 	while (getline(&line, &cap, f) > 0) {
@@ -315,8 +331,10 @@ inject_resolve(pid_t pid, const struct inject_maps *maps,
 	fn->dlopen = fn->dlerror = 0;
 	libc = inject_maps_first(maps, INJECT_MAP_LIBC);
 	if (libc == NULL) {
-		inject_cause(cause, "pid %d has no libc mapped (a static "
-		    "binary?); cannot load code into it", (int)pid);
+		inject_cause(cause,
+		    "pid %d has no libc mapped (a static "
+		    "binary?); cannot load code into it",
+		    (int)pid);
 		return -1;
 	}
 	if (inject_open_object(pid, maps, libc, &ef, &base, cause) < 0)
@@ -376,8 +394,8 @@ inject_find_int3(pid_t pid, int memfd, const struct inject_maps *maps,
 			}
 		}
 	}
-	inject_cause(cause, "pid %d: no int3 byte found in executable memory",
-	    (int)pid);
+	inject_cause(
+	    cause, "pid %d: no int3 byte found in executable memory", (int)pid);
 	return -1;
 }
 
@@ -395,11 +413,7 @@ inject_open_mem(pid_t pid, int flags, char **cause)
 	if (errno == ENOENT)
 		inject_cause(cause, "no such process: %d", (int)pid);
 	else if (errno == EACCES || errno == EPERM)
-		inject_cause(cause,
-		    "cannot attach to pid %d: operation not permitted (try as "
-		    "root, grant CAP_SYS_PTRACE, or set "
-		    "kernel.yama.ptrace_scope=0)",
-		    (int)pid);
+		inject_cause(cause, INJECT_EPERM, (int)pid);
 	else
 		inject_cause(cause, "cannot open %s: %s", fn, strerror(errno));
 	return -1;
@@ -468,8 +482,10 @@ inject_stop_safe(pid_t pid, int memfd, const struct inject_maps *maps,
 	for (i = 0; i < INJECT_MAX_TRIES; i++) {
 		want = pid;
 		if (i >= INJECT_MAIN_TRIES && ntids > 1)
-			want = tids[1 + ((size_t)(i - INJECT_MAIN_TRIES) /
-			    INJECT_OTHER_TRIES) % (ntids - 1)];
+			want = tids[1 +
+			    ((size_t)(i - INJECT_MAIN_TRIES) /
+				INJECT_OTHER_TRIES) %
+				(ntids - 1)];
 		if (t->seized && t->tid != want) {
 			if (ptrace_stop(t, INJECT_STOP_MS, cause) < 0)
 				return -1;
@@ -481,8 +497,15 @@ inject_stop_safe(pid_t pid, int memfd, const struct inject_maps *maps,
 				continue;
 			return -1;
 		}
-		if (ptrace_stop(t, INJECT_STOP_MS, cause) < 0)
+		if (ptrace_stop(t, INJECT_STOP_MS, cause) < 0) {
+			/* Another thread that ended: go on with the rest. */
+			if (want != pid && errno == ESRCH &&
+			    kill(pid, 0) == 0) {
+				t->seized = 0;
+				continue;
+			}
 			return -1;
+		}
 		st->attempts++;
 		if (safety_check(t, maps, &why))
 			return 0;
@@ -492,16 +515,18 @@ inject_stop_safe(pid_t pid, int memfd, const struct inject_maps *maps,
 	}
 	if (ptrace_stop(t, INJECT_STOP_MS, NULL) == 0)
 		ptrace_detach(t);
-	inject_cause(cause, "pid %d: no thread reached a safe point in %d "
-	    "tries (last: %s); try again", (int)pid, INJECT_MAX_TRIES, why);
+	inject_cause(cause,
+	    "pid %d: no thread reached a safe point in %d "
+	    "tries (last: %s); try again",
+	    (int)pid, INJECT_MAX_TRIES, why);
 	return -1;
 }
 
-int
-injector_load(pid_t pid, const char *so_path, struct injector_stats *st,
-    char **cause)
+/* Do the work of injector_load on the calling (tracer) thread. */
+static int
+inject_load(
+    pid_t pid, const char *so_path, struct injector_stats *st, char **cause)
 {
-	struct injector_stats dummy;
 	struct inject_maps maps = { NULL, 0 };
 	struct inject_funcs fn;
 	struct ptrace_thread t;
@@ -511,11 +536,6 @@ injector_load(pid_t pid, const char *so_path, struct injector_stats *st,
 	size_t len;
 	int memfd = -1, rc = -1, called;
 
-	if (cause != NULL)
-		*cause = NULL;
-	if (st == NULL)
-		st = &dummy;
-	memset(st, 0, sizeof *st);
 	memset(&t, 0, sizeof t);
 	len = so_path != NULL ? strlen(so_path) : 0;
 	if (len == 0 || len >= PATH_MAX) {
@@ -550,8 +570,8 @@ injector_load(pid_t pid, const char *so_path, struct injector_stats *st,
 	args[0] = path_at;
 	args[1] = INJECT_RTLD_NOW | INJECT_RTLD_GLOBAL;
 	sp = path_at - 16;
-	called = ptrace_call(&t, fn.dlopen, args, 2, fn.int3, sp, INJECT_CALL_MS,
-	    &handle, cause);
+	called = ptrace_call(&t, fn.dlopen, args, 2, fn.int3, sp,
+	    INJECT_CALL_MS, &handle, cause);
 	if (called == 0 && handle == 0) {
 		err[0] = '\0';
 		if (fn.dlerror != 0 &&
@@ -572,8 +592,8 @@ injector_load(pid_t pid, const char *so_path, struct injector_stats *st,
 		rc = 0;
 detach:
 	ptrace_detach(&t);
-	st->stopped_ms = t.stopped_ms;
 out:
+	st->stopped_ms = t.stopped_ms;
 	if (memfd >= 0)
 		close(memfd);
 	inject_maps_free(&maps);
@@ -581,10 +601,57 @@ out:
 	return rc;
 }
 
+/* Thread body running one injection. */
+static void *
+inject_job_run(void *arg)
+{
+	struct inject_job *job = arg;
+
+	job->rc = inject_load(job->pid, job->so_path, job->st, job->cause);
+	return NULL;
+}
+
+/*
+ * The work runs on a thread of its own with all signals blocked: the
+ * kernel detaches a tracer thread's tracees when it ends, so a thread left
+ * with an interrupt pending (one that never stopped, in uninterruptible
+ * sleep) is released when the job returns instead of stopping later under
+ * a tracer that no longer looks.
+ */
+int
+injector_load(
+    pid_t pid, const char *so_path, struct injector_stats *st, char **cause)
+{
+	struct injector_stats dummy;
+	struct inject_job job;
+	sigset_t all, old;
+	pthread_t th;
+	int started;
+
+	if (cause != NULL)
+		*cause = NULL;
+	if (st == NULL)
+		st = &dummy;
+	memset(st, 0, sizeof *st);
+	job.pid = pid;
+	job.so_path = so_path;
+	job.st = st;
+	job.cause = cause;
+	job.rc = -1;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	started = pthread_create(&th, NULL, inject_job_run, &job) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (started)
+		pthread_join(th, NULL);
+	else
+		inject_job_run(&job);
+	return job.rc;
+}
+
 /* Parse "3.11" after prefix at the start of base name b. */
 static int
-inject_parse_version(const char *b, const char *prefix, int *major,
-    int *minor)
+inject_parse_version(const char *b, const char *prefix, int *major, int *minor)
 {
 	size_t n = strlen(prefix);
 
@@ -631,8 +698,8 @@ inject_read_py_version(pid_t pid, int memfd, const struct inject_maps *maps,
 }
 
 int
-injector_python_version(pid_t pid, int *major, int *minor, char *full,
-    size_t fulllen, char **cause)
+injector_python_version(
+    pid_t pid, int *major, int *minor, char *full, size_t fulllen, char **cause)
 {
 	struct inject_maps maps = { NULL, 0 };
 	const struct inject_map *obj = NULL;
@@ -693,18 +760,20 @@ injector_python_version(pid_t pid, int *major, int *minor, char *full,
 			else
 				snprintf(full, fulllen, "%d.%d.%u%s%u", maj,
 				    min, (unsigned)((hex >> 8) & 0xff),
-				    level == 0xa   ? "a"
+				    level == 0xa       ? "a"
 					: level == 0xb ? "b"
 						       : "rc",
 				    serial);
 		}
 	} else if (!named) {
 		if (has_py)
-			inject_cause(cause, "pid %d runs python but its version "
-			    "could not be determined", (int)pid);
-		else
-			inject_cause(cause, "pid %d is not a python process",
+			inject_cause(cause,
+			    "pid %d runs python but its version "
+			    "could not be determined",
 			    (int)pid);
+		else
+			inject_cause(
+			    cause, "pid %d is not a python process", (int)pid);
 		goto out;
 	}
 	*major = maj;

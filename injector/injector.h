@@ -27,8 +27,8 @@ struct injector_stats {
  * NULL. Blocks the calling thread for at most a few seconds; must not be
  * called for the same pid from two threads at once.
  */
-int injector_load(pid_t pid, const char *so_path, struct injector_stats *st,
-    char **cause);
+int injector_load(
+    pid_t pid, const char *so_path, struct injector_stats *st, char **cause);
 
 /*
  * Find the Python major.minor that pid runs (from a mapped libpython3.X, the
@@ -54,7 +54,7 @@ struct inject_map {
 	uint64_t offset;
 	uint64_t inode;
 	char perms[5];
-	char *path; /* owned; "" for anonymous mappings */
+	char *path;  /* owned; "" for anonymous mappings */
 	int deleted; /* path had " (deleted)", now cut off */
 	enum inject_map_kind kind;
 };
@@ -69,8 +69,8 @@ void inject_cause(char **cause, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int inject_maps_read(pid_t pid, struct inject_maps *maps, char **cause);
 void inject_maps_free(struct inject_maps *maps);
-const struct inject_map *inject_maps_find(const struct inject_maps *maps,
-    uint64_t addr);
+const struct inject_map *inject_maps_find(
+    const struct inject_maps *maps, uint64_t addr);
 double inject_now_ms(void);
 
 /* elf.c */
@@ -84,12 +84,10 @@ struct elf_file {
 int elf_open(struct elf_file *ef, const char *path, char **cause);
 void elf_close(struct elf_file *ef);
 int elf_symbol(const struct elf_file *ef, const char *name, uint64_t *value);
-int elf_first_load(const struct elf_file *ef, uint64_t *vaddr,
-    uint64_t *offset);
+int elf_first_load(
+    const struct elf_file *ef, uint64_t *vaddr, uint64_t *offset);
 
 /* ptrace.c */
-
-#define PTRACE_MAX_DEFERRED 16
 
 /*
  * One seized thread of a target. Owned by the injector call that seized it;
@@ -106,16 +104,17 @@ struct ptrace_thread {
 	struct user_regs_struct regs;
 	unsigned char *xstate;
 	size_t xstate_len;
-	siginfo_t deferred[PTRACE_MAX_DEFERRED];
+	siginfo_t *deferred; /* signals held back during our call; owned */
 	int ndeferred;
+	int deferred_cap;
 	double stop_since_ms;
 	double stopped_ms;
 };
 
 #define PTRACE_WAIT_TIMEOUT -2
 
-int ptrace_seize(struct ptrace_thread *t, pid_t pid, pid_t tid, int memfd,
-    char **cause);
+int ptrace_seize(
+    struct ptrace_thread *t, pid_t pid, pid_t tid, int memfd, char **cause);
 int ptrace_stop(struct ptrace_thread *t, int timeout_ms, char **cause);
 int ptrace_resume(struct ptrace_thread *t, char **cause);
 int ptrace_save(struct ptrace_thread *t, char **cause);
@@ -128,7 +127,7 @@ int ptrace_mem_read(int memfd, uint64_t addr, void *buf, size_t len);
 int ptrace_mem_write(int memfd, uint64_t addr, const void *buf, size_t len);
 
 /* safety.c */
-int safety_check(const struct ptrace_thread *t,
-    const struct inject_maps *maps, const char **why);
+int safety_check(const struct ptrace_thread *t, const struct inject_maps *maps,
+    const char **why);
 
 #endif

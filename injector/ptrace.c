@@ -49,8 +49,7 @@ ptrace_nap(long us)
  * -1 with *cause set when the thread exited, or PTRACE_WAIT_TIMEOUT.
  */
 static int
-ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status,
-    char **cause)
+ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status, char **cause)
 {
 	double deadline = inject_now_ms() + timeout_ms;
 	long nap = 10;
@@ -79,20 +78,25 @@ ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status,
 	}
 }
 
-/* Set the message for a failed ptrace request, telling exits apart. */
+/*
+ * Set the message for a failed ptrace request, telling exits apart.
+ * Returns -1 with errno kept.
+ */
 static int
 ptrace_fail(struct ptrace_thread *t, const char *what, char **cause)
 {
-	if (errno == ESRCH && kill(t->pid, 0) < 0) {
+	int saved = errno;
+
+	if (saved == ESRCH && kill(t->pid, 0) < 0)
 		ptrace_gone(t, cause);
-		return -1;
-	}
-	if (errno == ESRCH)
-		inject_cause(cause, "pid %d: thread %d vanished during injection",
-		    (int)t->pid, (int)t->tid);
+	else if (saved == ESRCH)
+		inject_cause(cause,
+		    "pid %d: thread %d vanished during injection", (int)t->pid,
+		    (int)t->tid);
 	else
 		inject_cause(cause, "pid %d: %s failed: %s", (int)t->pid, what,
-		    strerror(errno));
+		    strerror(saved));
+	errno = saved;
 	return -1;
 }
 
@@ -108,8 +112,16 @@ ptrace_defer(struct ptrace_thread *t, const siginfo_t *si)
 		    si->si_signo < SIGRTMIN)
 			return;
 	}
-	if (t->ndeferred < PTRACE_MAX_DEFERRED)
-		t->deferred[t->ndeferred++] = *si;
+	if (t->ndeferred == t->deferred_cap) {
+		int cap = t->deferred_cap ? t->deferred_cap * 2 : 16;
+		siginfo_t *grown = realloc(t->deferred, (size_t)cap * sizeof *grown);
+
+		if (grown == NULL)
+			return; /* out of memory: this one is lost */
+		t->deferred = grown;
+		t->deferred_cap = cap;
+	}
+	t->deferred[t->ndeferred++] = *si;
 }
 
 /*
@@ -117,8 +129,8 @@ ptrace_defer(struct ptrace_thread *t, const siginfo_t *si)
  * errno of PTRACE_SEIZE kept and *cause set.
  */
 int
-ptrace_seize(struct ptrace_thread *t, pid_t pid, pid_t tid, int memfd,
-    char **cause)
+ptrace_seize(
+    struct ptrace_thread *t, pid_t pid, pid_t tid, int memfd, char **cause)
 {
 	int saved;
 
@@ -128,6 +140,8 @@ ptrace_seize(struct ptrace_thread *t, pid_t pid, pid_t tid, int memfd,
 	t->seized = 0;
 	t->stopped = 0;
 	t->in_signal_stop = 0;
+	t->deferred = NULL;
+	t->ndeferred = t->deferred_cap = 0;
 	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0) {
 		saved = errno;
 		if (saved == EPERM)
@@ -165,8 +179,10 @@ ptrace_stop(struct ptrace_thread *t, int timeout_ms, char **cause)
 		r = ptrace_wait(t, timeout_ms, &status, cause);
 		if (r == PTRACE_WAIT_TIMEOUT) {
 			inject_cause(cause,
-			    "pid %d: thread %d did not stop within %d ms",
+			    "pid %d: thread %d did not stop within %d ms (in "
+			    "uninterruptible sleep?)",
 			    (int)t->pid, (int)t->tid, timeout_ms);
+			errno = ETIMEDOUT;
 			return -1;
 		}
 		if (r < 0)
@@ -340,7 +356,8 @@ ptrace_call(struct ptrace_thread *t, uint64_t func, const uint64_t *args,
 			t->stopped = 1;
 			inject_cause(cause,
 			    "pid %d: the call into the target did not return "
-			    "within %d ms; abandoned it and restored the thread "
+			    "within %d ms; abandoned it and restored the "
+			    "thread "
 			    "(the target may be left holding loader locks)",
 			    (int)t->pid, timeout_ms);
 			return -1;
@@ -406,6 +423,9 @@ ptrace_detach(struct ptrace_thread *t)
 		syscall(SYS_tgkill, t->pid, t->tid, t->deferred[i].si_signo);
 	ptrace(PTRACE_DETACH, t->tid, NULL, (void *)sig);
 out:
+	free(t->deferred);
+	t->deferred = NULL;
+	t->deferred_cap = 0;
 	t->ndeferred = 0;
 	t->seized = 0;
 	t->stopped = 0;

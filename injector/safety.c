@@ -54,7 +54,7 @@ safety_is_waiting(long nr)
 	size_t i;
 
 	for (i = 0; i < sizeof(safety_waiting) / sizeof(safety_waiting[0]);
-	    i++) {
+	     i++) {
 		if (safety_waiting[i] == nr)
 			return 1;
 	}
@@ -116,7 +116,8 @@ safety_check(const struct ptrace_thread *t, const struct inject_maps *maps,
 		return 0;
 	}
 	if (!safety_is_waiting(nr)) {
-		*why = "the thread is inside a libc syscall that may hold a lock";
+		*why =
+		    "the thread is inside a libc syscall that may hold a lock";
 		return 0;
 	}
 	if ((nr == SYS_futex || nr == SYS_restart_syscall) &&

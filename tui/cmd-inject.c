@@ -123,20 +123,21 @@ cmd_inject_apply(struct cmd_ctx *ctx, const struct endpoint *ep,
 	return failed;
 }
 
-/* If the agent's root differs from ours, copy the agent into the target's
- * /tmp so that dlopen there finds it; path is updated to the target's
- * view. */
+/* If the target does not see our agent file at the same path (another
+ * root or mount namespace), copy it into the target's /tmp so that dlopen
+ * there finds it; path is updated to the target's view. */
 static int
 cmd_inject_place_agent(pid_t pid, char *path, size_t len, char **cause)
 {
 	char root[64], dst[PATH_MAX], inside[128], buf[65536];
 	struct stat a, b;
-	int in, out;
+	int in = -1, out = -1;
 	ssize_t n;
 
 	snprintf(root, sizeof root, "/proc/%d/root", (int)pid);
-	if (stat(root, &a) != 0 || stat("/", &b) != 0 ||
-	    (a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+	snprintf(dst, sizeof dst, "%s%s", root, path);
+	if (stat(dst, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino)
 		return 0;
 	snprintf(inside, sizeof inside, "/tmp/%s", strrchr(path, '/') + 1);
 	snprintf(dst, sizeof dst, "%s%s", root, inside);

@@ -53,14 +53,14 @@ def agent_listening(pid):
 class Proc:
     """A workload process; its stdout/stderr go to files read on demand."""
 
-    def __init__(self, argv, env, cwd=None):
+    def __init__(self, argv, env, cwd=None, pass_fds=()):
         self.dir = tempfile.mkdtemp(prefix="probing-test-")
         self.out_path = os.path.join(self.dir, "out")
         self.err_path = os.path.join(self.dir, "err")
         self.p = subprocess.Popen(argv, env=env, cwd=cwd,
                                   stdout=open(self.out_path, "w"),
                                   stderr=open(self.err_path, "w"),
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, pass_fds=pass_fds)
         self.pid = self.p.pid
 
     def out(self):
@@ -117,7 +117,7 @@ def spawn(userbase):
     the agent when probing is set) and kills it after the test."""
     procs = []
 
-    def start(script, probing="1", env=None, wait=True, argv=None):
+    def start(script, probing="1", env=None, wait=True, argv=None, pass_fds=()):
         e = dict(userbase)
         if probing is not None:
             e["PROBING"] = probing
@@ -126,7 +126,7 @@ def spawn(userbase):
         if argv is None:
             path = script if os.path.exists(script) else os.path.join(WORKLOADS, script)
             argv = [PY, path]
-        p = Proc(argv, e)
+        p = Proc(argv, e, pass_fds=pass_fds)
         procs.append(p)
         if wait and probing not in (None, "0", ""):
             p.wait_agent()

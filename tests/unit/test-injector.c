@@ -14,17 +14,18 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "../../injector/injector.h"
 
-#define PYTHON      "/usr/bin/python3"
+#define PYTHON       "/usr/bin/python3"
 #define MAX_CHILDREN 32
 
 static int passed, failed;
 static char tmpdir[64];
-static char payload[256];
-static char embed_host[256];
+static char payload[1024];
+static char embed_host[1024];
 static pid_t children[MAX_CHILDREN];
 
 static void ok(int cond, const char *fmt, ...)
@@ -268,7 +269,8 @@ payload_copy(const char *name, char *out, size_t outlen)
 
 /*
  * Build tests/workloads/WHAT.c into the temporary directory as WHAT+suffix
- * with cc PRE -o OUT SRC POST, unless $ENV names a ready one.
+ * with cc PRE -o OUT SRC POST, unless $ENV names a ready one or one lies
+ * next to this program.
  */
 static int
 build(const char *what, const char *env, const char *suffix, char *out,
@@ -276,10 +278,23 @@ build(const char *what, const char *env, const char *suffix, char *out,
 {
 	char src[640], cmd[1536], dir[512], *slash;
 	const char *given = getenv(env);
+	ssize_t n;
 
 	if (given != NULL && given[0] != '\0') {
 		snprintf(out, outlen, "%s", given);
 		return 0;
+	}
+	/* The Makefile builds the workloads next to the test program. */
+	n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+	if (n > 0) {
+		dir[n] = '\0';
+		slash = strrchr(dir, '/');
+		if (slash != NULL) {
+			*slash = '\0';
+			snprintf(out, outlen, "%s/%s%s", dir, what, suffix);
+			if (access(out, R_OK) == 0)
+				return 0;
+		}
 	}
 	snprintf(dir, sizeof dir, "%s", __FILE__);
 	slash = strrchr(dir, '/');
@@ -310,7 +325,7 @@ start_idle_python(const char *const env[], int *report)
 
 	pid = spawn_python(py_idle, env, report);
 	if (read_line(*report, line, sizeof line, 10000) < 0 ||
-	    wait_syscall(pid, 230, 5000) < 0)
+	    wait_syscall(pid, SYS_clock_nanosleep, 5000) < 0)
 		fprintf(stderr, "# python target %d did not start\n", (int)pid);
 	return pid;
 }
@@ -336,7 +351,7 @@ test_python_sleep(void)
 	snprintf(envout, sizeof envout, "INJ_PAYLOAD_OUT=%s", out);
 	pid = spawn_python(script, env, &report);
 	ok(read_line(report, line, sizeof line, 10000) >= 0 &&
-		wait_syscall(pid, 230, 5000) == 0,
+		wait_syscall(pid, SYS_clock_nanosleep, 5000) == 0,
 	    "python target sleeps in clock_nanosleep");
 	nap_ms(200);
 	rc = injector_load(pid, payload, &st, &cause);
@@ -344,7 +359,8 @@ test_python_sleep(void)
 	free(cause);
 	cause = NULL;
 	snprintf(line, sizeof line, "loaded %d", (int)pid);
-	ok(wait_file(out, line, 2000) == 0, "payload constructor ran in target");
+	ok(wait_file(out, line, 2000) == 0,
+	    "payload constructor ran in target");
 	ok(st.attempts >= 1 && st.stopped_ms > 0 &&
 		st.total_ms >= st.stopped_ms,
 	    "stats filled (attempts %d, stopped %.3f ms, total %.3f ms)",
@@ -354,8 +370,8 @@ test_python_sleep(void)
 	ok(elapsed >= 1.9 && elapsed <= 2.6,
 	    "time.sleep(2) still lasts 2 s after injection (%.3f s)", elapsed);
 	ok(alive(pid), "python target survives");
-	rc = injector_python_version(pid, &major, &minor, full, sizeof full,
-	    &cause);
+	rc = injector_python_version(
+	    pid, &major, &minor, full, sizeof full, &cause);
 	ok(rc == 0 && major == 3 && minor == 11 &&
 		strncmp(full, "3.11.", 5) == 0,
 	    "python version of /usr/bin/python3 is %d.%d (%s)", major, minor,
@@ -404,7 +420,7 @@ test_timing(void)
 
 	pid = start_idle_python(NULL, &report);
 	for (i = 0; i < 20; i++) {
-		if (wait_syscall(pid, 230, 2000) < 0 ||
+		if (wait_syscall(pid, SYS_clock_nanosleep, 2000) < 0 ||
 		    injector_load(pid, payload, &st, &cause) < 0)
 			break;
 		total[n] = st.total_ms;
@@ -462,13 +478,13 @@ test_blocked_read(void)
 	track(pid);
 	close(inp[0]);
 	close(rep[1]);
-	ok(wait_syscall(pid, 0, 5000) == 0, "c target blocks in read");
+	ok(wait_syscall(pid, SYS_read, 5000) == 0, "c target blocks in read");
 	rc = injector_load(pid, payload, NULL, &cause);
 	ok(rc == 0, "inject into a thread blocked in read (%s)",
 	    rc ? cause : "loaded");
 	free(cause);
 	ok(read_line(rep[0], line, sizeof line, 300) < 0 &&
-		wait_syscall(pid, 0, 2000) == 0,
+		wait_syscall(pid, SYS_read, 2000) == 0,
 	    "read keeps waiting after injection");
 	if (write(inp[1], "hello", 5) != 5)
 		exit(2);
@@ -480,7 +496,10 @@ test_blocked_read(void)
 	close(rep[0]);
 }
 
-/* Child: nanosleep 2 s (restarts go through restart_syscall), report. */
+/*
+ * Child: the nanosleep syscall for 2 s (glibc's wrapper would use
+ * clock_nanosleep), whose restarts go through restart_syscall; report.
+ */
 static void
 child_nanosleep(int wfd)
 {
@@ -489,9 +508,9 @@ child_nanosleep(int wfd)
 	char msg[64];
 	int r, len;
 
-	r = nanosleep(&ts, NULL);
-	len = snprintf(msg, sizeof msg, "%d %.3f\n", r,
-	    (now_ms() - t0) / 1000.0);
+	r = (int)syscall(SYS_nanosleep, &ts, NULL);
+	len =
+	    snprintf(msg, sizeof msg, "%d %.3f\n", r, (now_ms() - t0) / 1000.0);
 	if (write(wfd, msg, (size_t)len) < 0)
 		_exit(1);
 	pause();
@@ -515,12 +534,13 @@ test_restart_syscall(void)
 	}
 	track(pid);
 	close(rep[1]);
-	wait_syscall(pid, 35, 5000);
+	ok(wait_syscall(pid, SYS_nanosleep, 5000) == 0,
+	    "c target sleeps in nanosleep");
 	rc1 = injector_load(pid, payload, NULL, &cause);
 	free(cause);
 	cause = NULL;
 	/* After the first one, the sleep goes on in restart_syscall. */
-	ok(wait_syscall(pid, 219, 2000) == 0,
+	ok(wait_syscall(pid, SYS_restart_syscall, 2000) == 0,
 	    "relative nanosleep continues in restart_syscall");
 	rc2 = injector_load(pid, payload, NULL, &cause);
 	ok(rc1 == 0 && rc2 == 0, "inject twice into a nanosleep (%s)",
@@ -569,7 +589,7 @@ test_fp(void)
 	struct shared {
 		unsigned long progress;
 		int bad;
-	} *sh;
+	} * sh;
 	char *cause = NULL;
 	unsigned long before;
 	int i, n = 0;
@@ -647,8 +667,8 @@ test_malloc_threads(void)
 
 		setenv("INJ_PAYLOAD_OUT", out, 1);
 		for (i = 1; i <= MALLOC_THREADS; i++)
-			pthread_create(&th, NULL, malloc_loop,
-			    (void *)&progress[i]);
+			pthread_create(
+			    &th, NULL, malloc_loop, (void *)&progress[i]);
 		malloc_loop((void *)&progress[0]);
 	}
 	track(pid);
@@ -693,6 +713,59 @@ test_malloc_threads(void)
 	munmap((void *)progress, 4096);
 }
 
+/* Child thread: hold stdout's lock (a libc lock) and wait forever. */
+static void *
+lock_holder(void *arg)
+{
+	int *fd = arg;
+
+	flockfile(stdout);
+	if (write(*fd, "l", 1) != 1)
+		_exit(1);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void
+test_libc_lock_wait(void)
+{
+	char out[256], want[64], c, *cause = NULL;
+	struct injector_stats st;
+	int sync[2], rc;
+	pid_t pid;
+
+	snprintf(out, sizeof out, "%s/out-lock", tmpdir);
+	if (pipe(sync) < 0)
+		exit(2);
+	pid = fork();
+	if (pid == 0) {
+		pthread_t th;
+
+		setenv("INJ_PAYLOAD_OUT", out, 1);
+		pthread_create(&th, NULL, lock_holder, &sync[1]);
+		if (read(sync[0], &c, 1) != 1)
+			_exit(1);
+		flockfile(stdout); /* blocks on a futex in libc's data */
+		_exit(0);
+	}
+	track(pid);
+	close(sync[0]);
+	close(sync[1]);
+	ok(wait_syscall(pid, SYS_futex, 5000) == 0,
+	    "main thread waits for a libc lock");
+	rc = injector_load(pid, payload, &st, &cause);
+	ok(rc == 0 && st.attempts > 100,
+	    "main thread on a libc lock is skipped for another thread (%s, "
+	    "%d attempts)",
+	    rc ? cause : "loaded", st.attempts);
+	free(cause);
+	snprintf(want, sizeof want, "loaded %d", (int)pid);
+	ok(wait_file(out, want, 2000) == 0 && alive(pid),
+	    "payload ran on the other thread");
+	reap(pid);
+}
+
 static void
 test_embed_host(void)
 {
@@ -715,10 +788,10 @@ test_embed_host(void)
 		exit(2);
 	pid = spawn(argv, NULL, &report, NULL);
 	ok(read_line(report, line, sizeof line, 10000) >= 0 &&
-		wait_syscall(pid, 230, 5000) == 0,
+		wait_syscall(pid, SYS_clock_nanosleep, 5000) == 0,
 	    "embed host runs its script");
-	rc = injector_python_version(pid, &major, &minor, full, sizeof full,
-	    &cause);
+	rc = injector_python_version(
+	    pid, &major, &minor, full, sizeof full, &cause);
 	ok(rc == 0 && major == 3 && minor == 11 &&
 		strncmp(full, "3.11.", 5) == 0,
 	    "python version of the embed host is %d.%d (%s)", major, minor,
@@ -742,11 +815,10 @@ test_not_python(void)
 	pid_t pid;
 
 	pid = spawn(argv, NULL, &report, NULL);
-	wait_syscall(pid, 230, 5000);
-	rc = injector_python_version(pid, &major, &minor, full, sizeof full,
-	    &cause);
-	snprintf(want, sizeof want, "pid %d is not a python process",
-	    (int)pid);
+	wait_syscall(pid, SYS_clock_nanosleep, 5000);
+	rc = injector_python_version(
+	    pid, &major, &minor, full, sizeof full, &cause);
+	snprintf(want, sizeof want, "pid %d is not a python process", (int)pid);
 	ok(rc == -1 && cause != NULL && strcmp(cause, want) == 0,
 	    "/bin/sleep is not python (%s)", cause ? cause : "none");
 	free(cause);
@@ -771,8 +843,8 @@ test_no_such_process(void)
 	    "inject into a missing pid (%s)", cause ? cause : "none");
 	free(cause);
 	cause = NULL;
-	rc = injector_python_version(pid, &major, &minor, full, sizeof full,
-	    &cause);
+	rc = injector_python_version(
+	    pid, &major, &minor, full, sizeof full, &cause);
 	ok(rc == -1 && cause != NULL && strcmp(cause, want) == 0,
 	    "python version of a missing pid (%s)", cause ? cause : "none");
 	free(cause);
@@ -816,6 +888,48 @@ test_already_traced(void)
 }
 
 static void
+test_not_permitted(void)
+{
+	char want[256], got[256] = "", *cause = NULL;
+	int report, res[2];
+	ssize_t n = 0;
+	pid_t pid, helper;
+
+	if (geteuid() != 0) {
+		ok(1,
+		    "attach not permitted # SKIP needs root to drop to nobody");
+		return;
+	}
+	pid = start_idle_python(NULL, &report);
+	if (pipe(res) < 0)
+		exit(2);
+	helper = fork();
+	if (helper == 0) {
+		close(res[0]);
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(1);
+		if (injector_load(pid, payload, NULL, &cause) == 0)
+			_exit(1);
+		if (write(res[1], cause, strlen(cause)) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(res[1]);
+	n = read(res[0], got, sizeof got - 1);
+	got[n > 0 ? n : 0] = '\0';
+	close(res[0]);
+	waitpid(helper, NULL, 0);
+	snprintf(want, sizeof want,
+	    "cannot attach to pid %d: operation not permitted (try as root, "
+	    "grant CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0)",
+	    (int)pid);
+	ok(strcmp(got, want) == 0, "attach not permitted (%s)", got);
+	ok(alive(pid), "target of a refused attach left alone");
+	reap(pid);
+	close(report);
+}
+
+static void
 test_exit_during(void)
 {
 	const char *env[] = { "INJ_PAYLOAD_EXIT=1", NULL };
@@ -825,8 +939,7 @@ test_exit_during(void)
 
 	payload_copy("exit.so", path, sizeof path);
 	pid = start_idle_python(env, &report);
-	snprintf(want, sizeof want, "pid %d exited during injection",
-	    (int)pid);
+	snprintf(want, sizeof want, "pid %d exited during injection", (int)pid);
 	rc = injector_load(pid, path, NULL, &cause);
 	ok(rc == -1 && cause != NULL && strcmp(cause, want) == 0,
 	    "target that exits during injection (%s)", cause ? cause : "none");
@@ -838,13 +951,12 @@ test_exit_during(void)
 static void
 test_signal_during(void)
 {
-	static const char script[] =
-	    "import os, signal, time\n"
-	    "signal.signal(signal.SIGUSR1, "
-	    "lambda s, f: os.write(3, b'usr1\\n'))\n"
-	    "os.write(3, b'ready\\n')\n"
-	    "while True:\n"
-	    "    time.sleep(60)\n";
+	static const char script[] = "import os, signal, time\n"
+				     "signal.signal(signal.SIGUSR1, "
+				     "lambda s, f: os.write(3, b'usr1\\n'))\n"
+				     "os.write(3, b'ready\\n')\n"
+				     "while True:\n"
+				     "    time.sleep(60)\n";
 	const char *env[] = { "INJ_PAYLOAD_SLEEP_MS=400", NULL };
 	char path[300], line[64], *cause = NULL;
 	int report, rc;
@@ -853,7 +965,7 @@ test_signal_during(void)
 	payload_copy("slow.so", path, sizeof path);
 	pid = spawn_python(script, env, &report);
 	read_line(report, line, sizeof line, 10000);
-	wait_syscall(pid, 230, 5000);
+	wait_syscall(pid, SYS_clock_nanosleep, 5000);
 	helper = fork();
 	if (helper == 0) {
 		nap_ms(150);
@@ -889,7 +1001,7 @@ test_watchdog(void)
 		now_ms() - t0 < 7000,
 	    "watchdog ends a call that hangs (%s)", cause ? cause : "none");
 	free(cause);
-	ok(alive(pid) && wait_syscall(pid, 230, 2000) == 0,
+	ok(alive(pid) && wait_syscall(pid, SYS_clock_nanosleep, 2000) == 0,
 	    "target goes back to its sleep after the watchdog");
 	reap(pid);
 	close(report);
@@ -914,12 +1026,17 @@ cleanup(void)
 int
 main(void)
 {
+	static char out[128];
+
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/test-injector.XXXXXX");
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* Every target's payload writes into the temporary directory. */
+	snprintf(out, sizeof out, "INJ_PAYLOAD_OUT=%s/out-default", tmpdir);
+	putenv(out);
 	if (build("inj-payload", "INJ_PAYLOAD", ".so", payload, sizeof payload,
 		"-shared -fPIC -O2", "") < 0) {
 		fprintf(stderr, "cannot build the test payload\n");
@@ -937,10 +1054,12 @@ main(void)
 	test_restart_syscall();
 	test_fp();
 	test_malloc_threads();
+	test_libc_lock_wait();
 	test_embed_host();
 	test_not_python();
 	test_no_such_process();
 	test_already_traced();
+	test_not_permitted();
 	test_exit_during();
 	test_signal_during();
 	test_watchdog();
