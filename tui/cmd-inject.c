@@ -218,7 +218,7 @@ cmd_inject_wait(struct cmd_ctx *ctx, const struct endpoint *ep)
 
 static int
 cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
-    int ndefs)
+    int ndefs, int verbose)
 {
 	struct injector_stats st = { 0 };
 	char agent[PATH_MAX], full[32], tail[512], *cause = NULL;
@@ -253,6 +253,11 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 	printf("probing: injected into %d (python %s) in %.0f ms\n",
 	    (int)ep->pid, json_string_value(json_object_get(h, "python")),
 	    cmd_inject_now_ms() - t0);
+	if (verbose)
+		fprintf(stderr,
+		    "probing: pid %d was stopped %.2f ms in all; %d "
+		    "attempt(s) to find a safe point; the call took %.2f ms\n",
+		    (int)ep->pid, st.stopped_ms, st.attempts, st.total_ms);
 	json_decref(h);
 	return 0;
 }
@@ -262,10 +267,14 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	char *defs[CMD_INJECT_MAX_D], *cause = NULL, *eq;
 	const struct config_key *k;
-	int c, i, rc, ndefs = 0, failed = 0;
+	int c, i, rc, ndefs = 0, failed = 0, verbose = 0;
 	double v;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "D:")) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv, "vD:")) != -1) {
+		if (c == 'v') {
+			verbose = 1;
+			continue;
+		}
 		if (c != 'D')
 			return EXIT_USAGE;
 		eq = strchr(optarg, '=');
@@ -300,17 +309,19 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			failed = 1;
 			continue;
 		}
-		failed |= cmd_inject_one(ctx, &ctx->targets[i], defs, ndefs);
+		failed |= cmd_inject_one(ctx, &ctx->targets[i], defs, ndefs,
+		    verbose);
 	}
 	return failed;
 }
 
 const struct cmd_entry cmd_inject_entry = {
 	.name = "inject",
-	.args = "[-D KEY=VALUE ...]",
+	.args = "[-v] [-D KEY=VALUE ...]",
 	.help = "load the agent into a running Python process (ptrace)",
 	.detail = "  -D KEY=VALUE   a config setting in force from the agent's "
 		  "first moment (repeatable)\n"
+		  "  -v             say how long the target was stopped\n"
 		  "injecting again is a no-op that applies the -D settings "
 		  "live\n",
 	.needs_target = 1,
