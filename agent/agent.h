@@ -91,6 +91,37 @@ struct torch_trace_rec {
 extern struct ring tbl_torch_trace_ring;
 int tbl_torch_trace_register(sqlite3 *, char **cause);
 
+/* backtrace.c: every thread's Python and native stack. */
+enum backtrace_frame_type { BACKTRACE_PYTHON, BACKTRACE_NATIVE };
+struct backtrace_frame {
+	enum backtrace_frame_type type;
+	char *func;       /* "??" when unknown */
+	char *file;       /* the source file, or the library of a native one */
+	int lineno;       /* 0 when unknown or native */
+	uintptr_t offset; /* native: address minus the library's load base */
+};
+struct backtrace_thread {
+	long tid;
+	char *name;  /* the threading name when known, else the comm */
+	char *state; /* "holding the GIL", "waiting for the GIL", ... */
+	char *note;  /* NULL, or why native frames are missing */
+	struct backtrace_frame *frames; /* innermost first */
+	int nframes;
+};
+/* Owns everything it points to; free with backtrace_free. */
+struct backtrace {
+	struct backtrace_thread *threads; /* the main thread first */
+	int nthreads;
+	int without_gil; /* Python frames were read without the GIL */
+};
+/* Captures every thread but the agent's (only_tid when non-zero), trying
+ * the GIL for gil_ms first. Runs on a request thread; NULL with *cause. */
+struct backtrace *backtrace_capture(long only_tid, int gil_ms, char **cause);
+void backtrace_free(struct backtrace *);
+
+/* tbl-backtrace.c */
+int tbl_backtrace_register(sqlite3 *, char **cause);
+
 /* tables.c: every built-in table. */
 int tbl_register_all(sqlite3 *, char **cause);
 

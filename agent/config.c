@@ -51,8 +51,8 @@ config_set(const char *key, const char *value, char **cause)
 
 	config_defaults();
 	if (k == NULL) {
-		cause_set(cause, "unknown config key '%s' (see: probing config)",
-		    key);
+		cause_set(cause,
+		    "unknown config key '%s' (see: probing config)", key);
 		return -1;
 	}
 	if (config_key_parse(k, value, &v, cause) != 0)
@@ -145,8 +145,8 @@ config_to_json(void)
 
 	config_defaults();
 	for (i = 0; i < CONFIG_COUNT; i++) {
-		config_key_format(&config_keys[i], config_values[i], buf,
-		    sizeof buf);
+		config_key_format(
+		    &config_keys[i], config_values[i], buf, sizeof buf);
 		o = json_pack("{s:s, s:s, s:s, s:s}", "key",
 		    config_keys[i].name, "value", buf, "default",
 		    config_keys[i].def, "help", config_keys[i].help);

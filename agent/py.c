@@ -83,8 +83,8 @@ py_available(char **cause)
 		return -1;
 	}
 	if (_Py_IsFinalizing()) {
-		cause_set(cause, "python is shutting down in pid %d",
-		    (int)agent_pid);
+		cause_set(
+		    cause, "python is shutting down in pid %d", (int)agent_pid);
 		return -1;
 	}
 	return 0;

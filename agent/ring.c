@@ -38,8 +38,8 @@ ring_copy(const struct ring *r, uint64_t first, uint64_t last, char *dst)
 	uint64_t id;
 
 	for (id = first; id <= last; id++) {
-		memcpy(dst, r->buf + ((id - 1) % r->cap) * r->recsize,
-		    r->recsize);
+		memcpy(
+		    dst, r->buf + ((id - 1) % r->cap) * r->recsize, r->recsize);
 		dst += r->recsize;
 	}
 }

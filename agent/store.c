@@ -34,16 +34,15 @@ store_open(char **cause)
 	int rc;
 
 	rc = sqlite3_open_v2(":memory:", &store_db,
-	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-		SQLITE_OPEN_FULLMUTEX,
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 	    NULL);
 	if (rc != SQLITE_OK) {
 		cause_set(cause, "cannot open the sqlite store: %s",
 		    sqlite3_errstr(rc));
 		return -1;
 	}
-	rc = sqlite3_exec(store_db, "ATTACH ':memory:' AS python", NULL, NULL,
-	    NULL);
+	rc = sqlite3_exec(
+	    store_db, "ATTACH ':memory:' AS python", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		cause_set(cause, "cannot attach the python schema: %s",
 		    sqlite3_errmsg(store_db));
@@ -140,8 +139,8 @@ store_rows(sqlite3_stmt *st, json_t *rows, json_t *types)
 			if (t != SQLITE_NULL &&
 			    strcmp(json_string_value(json_array_get(types, i)),
 				"NULL") == 0)
-				json_array_set_new(types, i,
-				    json_string(store_type_names[t]));
+				json_array_set_new(
+				    types, i, json_string(store_type_names[t]));
 			json_array_append_new(row, store_value(st, i));
 		}
 		json_array_append_new(rows, row);
@@ -182,8 +181,8 @@ store_query(const char *sql, int timeout_ms, char **cause)
 			    store_text(sqlite3_column_name(st, i),
 				strlen(sqlite3_column_name(st, i))));
 			decl = sqlite3_column_decltype(st, i);
-			json_array_append_new(types,
-			    json_string(decl != NULL ? decl : "NULL"));
+			json_array_append_new(
+			    types, json_string(decl != NULL ? decl : "NULL"));
 		}
 		rc = store_rows(st, rows, types);
 		if (rc != SQLITE_DONE) {
@@ -195,8 +194,8 @@ store_query(const char *sql, int timeout_ms, char **cause)
 		cause_set(cause, "empty query");
 		goto fail;
 	}
-	out = json_pack("{s:o, s:o, s:o}", "columns", cols, "types", types,
-	    "rows", rows);
+	out = json_pack(
+	    "{s:o, s:o, s:o}", "columns", cols, "types", types, "rows", rows);
 	cols = types = rows = NULL;
 fail:
 	sqlite3_finalize(st);

@@ -76,7 +76,8 @@ tbl_ring_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info)
 			continue;
 		if (c->op == SQLITE_INDEX_CONSTRAINT_GT ||
 		    c->op == SQLITE_INDEX_CONSTRAINT_GE) {
-			info->idxNum = c->op == SQLITE_INDEX_CONSTRAINT_GT ? 1 : 2;
+			info->idxNum =
+			    c->op == SQLITE_INDEX_CONSTRAINT_GT ? 1 : 2;
 			info->aConstraintUsage[i].argvIndex = 1;
 			info->estimatedCost = 1000;
 			break;
@@ -217,15 +218,13 @@ static const sqlite3_module tbl_ring_module = {
 };
 
 int
-tbl_ring_register(sqlite3 *db, const struct tbl_ring_desc *desc,
-    char **cause)
+tbl_ring_register(sqlite3 *db, const struct tbl_ring_desc *desc, char **cause)
 {
 	char modname[64], sql[128];
 	int rc;
 
 	snprintf(modname, sizeof modname, "ring_%s", desc->name);
-	rc = sqlite3_create_module(db, modname, &tbl_ring_module,
-	    (void *)desc);
+	rc = sqlite3_create_module(db, modname, &tbl_ring_module, (void *)desc);
 	if (rc == SQLITE_OK) {
 		snprintf(sql, sizeof sql,
 		    "CREATE VIRTUAL TABLE python.%s USING %s", desc->name,

@@ -114,7 +114,8 @@ ptrace_defer(struct ptrace_thread *t, const siginfo_t *si)
 	}
 	if (t->ndeferred == t->deferred_cap) {
 		int cap = t->deferred_cap ? t->deferred_cap * 2 : 16;
-		siginfo_t *grown = realloc(t->deferred, (size_t)cap * sizeof *grown);
+		siginfo_t *grown =
+		    realloc(t->deferred, (size_t)cap * sizeof *grown);
 
 		if (grown == NULL)
 			return; /* out of memory: this one is lost */

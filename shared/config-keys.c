@@ -19,12 +19,11 @@ const struct config_key config_keys[CONFIG_COUNT] = {
 	[CONFIG_SERVER_PORT] = { "probing.server.port", CONFIG_INT, "0",
 	    "PROBING_PORT", 0, 65535,
 	    "TCP port to serve on as well as the unix socket (0 = off)" },
-	[CONFIG_TORCH_ENABLED] = { "probing.torch.enabled", CONFIG_BOOL,
-	    "true", "PROBING_TORCH_PROFILING", 0, 1,
+	[CONFIG_TORCH_ENABLED] = { "probing.torch.enabled", CONFIG_BOOL, "true",
+	    "PROBING_TORCH_PROFILING", 0, 1,
 	    "trace torch module calls and optimizer steps" },
 	[CONFIG_BACKTRACE_NATIVE] = { "probing.backtrace.native", CONFIG_BOOL,
-	    "true", NULL, 0, 1,
-	    "include native (C) frames in backtraces" },
+	    "true", NULL, 0, 1, "include native (C) frames in backtraces" },
 };
 
 static const char *const config_true[] = { "true", "1", "on", "yes" };
@@ -43,8 +42,8 @@ config_key_find(const char *name)
 }
 
 static int
-config_key_parse_bool(const struct config_key *k, const char *text,
-    double *out, char **cause)
+config_key_parse_bool(
+    const struct config_key *k, const char *text, double *out, char **cause)
 {
 	size_t i;
 
@@ -64,8 +63,8 @@ config_key_parse_bool(const struct config_key *k, const char *text,
 }
 
 int
-config_key_parse(const struct config_key *k, const char *text, double *out,
-    char **cause)
+config_key_parse(
+    const struct config_key *k, const char *text, double *out, char **cause)
 {
 	char *end;
 	double v;

@@ -29,10 +29,10 @@ extern const struct config_key config_keys[CONFIG_COUNT];
 /* The key named name, or NULL. */
 const struct config_key *config_key_find(const char *name);
 /* Parses text as a value of key; returns 0, or -1 with *cause set. */
-int config_key_parse(const struct config_key *, const char *text, double *out,
-    char **cause);
+int config_key_parse(
+    const struct config_key *, const char *text, double *out, char **cause);
 /* Formats v as key's type into buf. */
-void config_key_format(const struct config_key *, double v, char *buf,
-    size_t len);
+void config_key_format(
+    const struct config_key *, double v, char *buf, size_t len);
 
 #endif

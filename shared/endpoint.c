@@ -55,8 +55,8 @@ endpoint_parse(const char *text, struct endpoint *out, char **cause)
 	hostlen = (size_t)(colon - text);
 	if (text[0] == '[') {
 		if (hostlen < 3 || text[hostlen - 1] != ']') {
-			cause_set(cause, "invalid target '%s': bad [address]",
-			    text);
+			cause_set(
+			    cause, "invalid target '%s': bad [address]", text);
 			return -1;
 		}
 		host = text + 1;
@@ -88,8 +88,8 @@ endpoint_parse(const char *text, struct endpoint *out, char **cause)
 }
 
 int
-endpoint_parse_list(const char *text, struct endpoint **out, int *n,
-    char **cause)
+endpoint_parse_list(
+    const char *text, struct endpoint **out, int *n, char **cause)
 {
 	struct endpoint *list = NULL, *grown;
 	const char *p = text, *comma;
@@ -101,8 +101,8 @@ endpoint_parse_list(const char *text, struct endpoint **out, int *n,
 		comma = strchr(p, ',');
 		len = comma != NULL ? (size_t)(comma - p) : strlen(p);
 		if (len >= sizeof one) {
-			cause_set(cause, "invalid target: '%.40s...' is too long",
-			    p);
+			cause_set(
+			    cause, "invalid target: '%.40s...' is too long", p);
 			goto fail;
 		}
 		memcpy(one, p, len);

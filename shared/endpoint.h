@@ -17,8 +17,8 @@ struct endpoint {
 /* Parses one endpoint; returns 0 or -1 with *cause set. */
 int endpoint_parse(const char *text, struct endpoint *out, char **cause);
 /* Parses a comma-separated list into a malloc'd array (*out, *n). */
-int endpoint_parse_list(const char *text, struct endpoint **out, int *n,
-    char **cause);
+int endpoint_parse_list(
+    const char *text, struct endpoint **out, int *n, char **cause);
 /* Writes the abstract unix socket name of pid (without the leading NUL). */
 void endpoint_socket_name(pid_t pid, char *buf, size_t len);
 

@@ -43,7 +43,8 @@ log_open(const char *path)
 	if (path != NULL) {
 		log_file = fopen(path, "ae");
 		if (log_file != NULL) {
-			snprintf(log_file_path, sizeof log_file_path, "%s", path);
+			snprintf(
+			    log_file_path, sizeof log_file_path, "%s", path);
 			setvbuf(log_file, NULL, _IOLBF, 0);
 		}
 	}

@@ -38,7 +38,8 @@ proto_header(const char *buf, const char *end, const char *name, size_t *vlen)
 			while (line < eol && (*line == ' ' || *line == '\t'))
 				line++;
 			*vlen = (size_t)(eol - line);
-			while (*vlen > 0 && isspace((unsigned char)line[*vlen - 1]))
+			while (*vlen > 0 &&
+			    isspace((unsigned char)line[*vlen - 1]))
 				(*vlen)--;
 			return line;
 		}
@@ -49,8 +50,8 @@ proto_header(const char *buf, const char *end, const char *name, size_t *vlen)
 
 /* Decodes a chunked body; 1 done, 0 incomplete, -1 malformed. */
 static int
-proto_dechunk(const char *p, const char *end, struct proto_response *out,
-    char **cause)
+proto_dechunk(
+    const char *p, const char *end, struct proto_response *out, char **cause)
 {
 	char *body = NULL, *grown;
 	size_t total = 0, size;

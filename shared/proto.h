@@ -11,8 +11,8 @@
 #define PROTO_CONFIG   "/config"   /* GET: keys; POST {"key","value"} */
 #define PROTO_COMPLETE "/complete" /* POST {"text"}: matches */
 
-#define PROTO_MAX_BODY      (1024 * 1024)
-#define PROTO_TIMEOUT_HDR   "X-Probing-Timeout-Ms"
+#define PROTO_MAX_BODY       (1024 * 1024)
+#define PROTO_TIMEOUT_HDR    "X-Probing-Timeout-Ms"
 #define PROTO_DEFAULT_GIL_MS 5000
 
 /* A parsed HTTP response; body is malloc'd and NUL-terminated. */

@@ -78,8 +78,8 @@ client_connect_tcp(const struct endpoint *ep, char **cause)
 	snprintf(port, sizeof port, "%d", ep->port);
 	rc = getaddrinfo(ep->host, port, &hints, &res);
 	if (rc != 0) {
-		cause_set(cause, "cannot resolve %s: %s", ep->host,
-		    gai_strerror(rc));
+		cause_set(
+		    cause, "cannot resolve %s: %s", ep->host, gai_strerror(rc));
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
@@ -210,9 +210,9 @@ client_no_agent(pid_t pid, int err, char **cause)
 }
 
 int
-client_request(const struct endpoint *ep, const char *token,
-    const char *method, const char *path, json_t *body, int gil_timeout_ms,
-    int wait_ms, json_t **reply, int *status, char **cause)
+client_request(const struct endpoint *ep, const char *token, const char *method,
+    const char *path, json_t *body, int gil_timeout_ms, int wait_ms,
+    json_t **reply, int *status, char **cause)
 {
 	struct proto_response resp;
 	json_error_t jerr;
@@ -246,8 +246,8 @@ client_request(const struct endpoint *ep, const char *token,
 	    text ? strlen(text) : 0, text ? text : "");
 	free(text);
 	if (client_write_all(fd, req, (size_t)n) != 0) {
-		cause_set(cause, "sending to %s: %s", ep->name,
-		    strerror(errno));
+		cause_set(
+		    cause, "sending to %s: %s", ep->name, strerror(errno));
 		goto out;
 	}
 	if (client_read_reply(fd, ep, wait_ms, &resp, cause) != 0)

@@ -19,8 +19,8 @@ cmd_config_list(struct cmd_ctx *ctx, int fmt)
 	size_t j;
 
 	if (ctx->ntargets > 1)
-		json_array_append_new(json_object_get(all, "columns"),
-		    json_string("target"));
+		json_array_append_new(
+		    json_object_get(all, "columns"), json_string("target"));
 	cols = json_pack("[s,s,s,s]", "key", "value", "default", "description");
 	json_array_extend(json_object_get(all, "columns"), cols);
 	json_decref(cols);
@@ -33,17 +33,19 @@ cmd_config_list(struct cmd_ctx *ctx, int fmt)
 			cause = NULL;
 			continue;
 		}
-		json_array_foreach(json_object_get(r, "keys"), j, k) {
-			json_t *row = json_pack("[O,O,O,O]",
-			    json_object_get(k, "key"),
-			    json_object_get(k, "value"),
-			    json_object_get(k, "default"),
-			    json_object_get(k, "help"));
+		json_array_foreach(json_object_get(r, "keys"), j, k)
+		{
+			json_t *row =
+			    json_pack("[O,O,O,O]", json_object_get(k, "key"),
+				json_object_get(k, "value"),
+				json_object_get(k, "default"),
+				json_object_get(k, "help"));
 
 			if (ctx->ntargets > 1)
-				json_array_insert_new(row, 0,
-				    json_string(ctx->targets[i].name));
-			json_array_append_new(json_object_get(all, "rows"), row);
+				json_array_insert_new(
+				    row, 0, json_string(ctx->targets[i].name));
+			json_array_append_new(
+			    json_object_get(all, "rows"), row);
 		}
 		json_decref(r);
 	}
@@ -62,8 +64,10 @@ cmd_config_get(struct cmd_ctx *ctx, const char *key)
 	size_t j;
 
 	if (config_key_find(key) == NULL) {
-		fprintf(stderr, "probing: unknown config key '%s' (see: probing "
-				"config)\n", key);
+		fprintf(stderr,
+		    "probing: unknown config key '%s' (see: probing "
+		    "config)\n",
+		    key);
 		return 1;
 	}
 	for (i = 0; i < ctx->ntargets; i++) {
@@ -75,7 +79,8 @@ cmd_config_get(struct cmd_ctx *ctx, const char *key)
 			cause = NULL;
 			continue;
 		}
-		json_array_foreach(json_object_get(r, "keys"), j, k) {
+		json_array_foreach(json_object_get(r, "keys"), j, k)
+		{
 			if (strcmp(json_string_value(json_object_get(k, "key")),
 				key) != 0)
 				continue;
@@ -102,8 +107,10 @@ cmd_config_set(struct cmd_ctx *ctx, char *arg)
 	*eq = '\0';
 	k = config_key_find(arg);
 	if (k == NULL) {
-		fprintf(stderr, "probing: unknown config key '%s' (see: probing "
-				"config)\n", arg);
+		fprintf(stderr,
+		    "probing: unknown config key '%s' (see: probing "
+		    "config)\n",
+		    arg);
 		return 1;
 	}
 	if (config_key_parse(k, eq + 1, &v, &cause) != 0) {

@@ -17,7 +17,8 @@ cmd_eval_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	while ((c = cmd_getopt(ctx, argc, argv, "")) != -1)
 		return EXIT_USAGE;
 	if (optind + 1 != argc)
-		return cmd_usage(ctx->entry, optind >= argc
+		return cmd_usage(ctx->entry,
+		    optind >= argc
 			? "no code given"
 			: "give the code as one argument (quote it)");
 	if ((rc = cmd_require_targets(ctx)) != 0)

@@ -22,8 +22,8 @@ cmd_help_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	e = cmd_find(argv[1]);
 	if (e == NULL)
-		return cmd_usage(&cmd_help_entry, "unknown command '%s'",
-		    argv[1]);
+		return cmd_usage(
+		    &cmd_help_entry, "unknown command '%s'", argv[1]);
 	cmd_print_help(stdout, e);
 	return 0;
 }

@@ -21,15 +21,14 @@
 
 /* Where to look for the agent, relative to this program's directory. */
 static const char *const cmd_inject_dirs[] = {
-	"agent",        /* the build tree: ./probing, ./agent/ */
+	"agent",          /* the build tree: ./probing, ./agent/ */
 	"../lib/probing", /* installed: PREFIX/bin, PREFIX/lib/probing */
 	NULL,
 };
 
 /* Finds the agent built for python major.minor; 0 or -1 with *cause. */
 int
-cmd_inject_agent_path(int major, int minor, char *out, size_t len,
-    char **cause)
+cmd_inject_agent_path(int major, int minor, char *out, size_t len, char **cause)
 {
 	char self[PATH_MAX], *slash;
 	const char *env = getenv("PROBING_AGENT_DIR");
@@ -43,8 +42,8 @@ cmd_inject_agent_path(int major, int minor, char *out, size_t len,
 	}
 	n = readlink("/proc/self/exe", self, sizeof self - 1);
 	if (n < 0) {
-		cause_set(cause, "cannot find this program: %s",
-		    strerror(errno));
+		cause_set(
+		    cause, "cannot find this program: %s", strerror(errno));
 		return -1;
 	}
 	self[n] = '\0';
@@ -99,8 +98,8 @@ cmd_inject_write_init(pid_t pid, char **defs, int ndefs, char **cause)
 
 /* Applies -D settings to an agent that is already there. */
 static int
-cmd_inject_apply(struct cmd_ctx *ctx, const struct endpoint *ep,
-    char **defs, int ndefs)
+cmd_inject_apply(
+    struct cmd_ctx *ctx, const struct endpoint *ep, char **defs, int ndefs)
 {
 	json_t *body, *r;
 	char *eq, *cause = NULL;
@@ -230,8 +229,8 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 		printf("probing: pid %d already probed\n", (int)ep->pid);
 		return cmd_inject_apply(ctx, ep, defs, ndefs);
 	}
-	if (injector_python_version(ep->pid, &major, &minor, full, sizeof full,
-		&cause) != 0 ||
+	if (injector_python_version(
+		ep->pid, &major, &minor, full, sizeof full, &cause) != 0 ||
 	    cmd_inject_agent_path(major, minor, agent, sizeof agent, &cause) !=
 		0 ||
 	    cmd_inject_place_agent(ep->pid, agent, sizeof agent, &cause) != 0 ||
@@ -279,15 +278,16 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			return EXIT_USAGE;
 		eq = strchr(optarg, '=');
 		if (eq == NULL)
-			return cmd_usage(ctx->entry,
-			    "-D needs key=value, not '%s'", optarg);
+			return cmd_usage(
+			    ctx->entry, "-D needs key=value, not '%s'", optarg);
 		if (ndefs == CMD_INJECT_MAX_D)
 			return cmd_usage(ctx->entry, "too many -D settings");
 		*eq = '\0';
 		k = config_key_find(optarg);
 		if (k == NULL)
 			return cmd_usage(ctx->entry,
-			    "unknown config key '%s' (see: probing help config)",
+			    "unknown config key '%s' (see: probing help "
+			    "config)",
 			    optarg);
 		if (config_key_parse(k, eq + 1, &v, &cause) != 0) {
 			rc = cmd_usage(ctx->entry, "%s", cause_str(cause));
@@ -303,14 +303,15 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		return rc;
 	for (i = 0; i < ctx->ntargets; i++) {
 		if (ctx->targets[i].kind != ENDPOINT_PID) {
-			fprintf(stderr, "probing: cannot inject into %s: inject "
-					"needs a local pid\n",
+			fprintf(stderr,
+			    "probing: cannot inject into %s: inject "
+			    "needs a local pid\n",
 			    ctx->targets[i].name);
 			failed = 1;
 			continue;
 		}
-		failed |= cmd_inject_one(ctx, &ctx->targets[i], defs, ndefs,
-		    verbose);
+		failed |=
+		    cmd_inject_one(ctx, &ctx->targets[i], defs, ndefs, verbose);
 	}
 	return failed;
 }

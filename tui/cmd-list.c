@@ -102,7 +102,8 @@ cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			free(cause);
 			cause = NULL;
 		}
-		endpoint_socket_name(pids[i], unixname + 1, sizeof unixname - 1);
+		endpoint_socket_name(
+		    pids[i], unixname + 1, sizeof unixname - 1);
 		unixname[0] = '@';
 		cmd = cmd_list_cmdline(pids[i]);
 		row = json_pack("[i, s, s, s, O, s]", (int)pids[i],

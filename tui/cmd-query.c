@@ -39,14 +39,15 @@ cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 		cols = json_object_get(r, "columns");
 		rows = json_object_get(r, "rows");
 		if (merged == NULL) {
-			merged = json_pack("{s:[s], s:[]}", "columns", "target",
-			    "rows");
-			json_array_extend(json_object_get(merged, "columns"),
-			    cols);
+			merged = json_pack(
+			    "{s:[s], s:[]}", "columns", "target", "rows");
+			json_array_extend(
+			    json_object_get(merged, "columns"), cols);
 		}
-		json_array_foreach(rows, k, row) {
-			json_array_insert_new(row, 0,
-			    json_string(ctx->targets[i].name));
+		json_array_foreach(rows, k, row)
+		{
+			json_array_insert_new(
+			    row, 0, json_string(ctx->targets[i].name));
 			json_array_append(json_object_get(merged, "rows"), row);
 		}
 		json_decref(r);
@@ -68,9 +69,9 @@ cmd_query_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			return EXIT_USAGE;
 	}
 	if (optind + 1 != argc)
-		return cmd_usage(ctx->entry, optind >= argc
-			? "no SQL given"
-			: "give the SQL as one argument (quote it)");
+		return cmd_usage(ctx->entry,
+		    optind >= argc ? "no SQL given"
+				   : "give the SQL as one argument (quote it)");
 	if ((rc = cmd_require_targets(ctx)) != 0)
 		return rc;
 	result = cmd_query_run(ctx, argv[optind], &failed);

@@ -74,9 +74,9 @@ fmt_table(FILE *f, json_t *cols, json_t *rows)
 	for (i = 0; i <= nrow; i++) {
 		cells[i] = xcalloc(ncol, sizeof **cells);
 		for (j = 0; j < ncol; j++) {
-			v = i == 0 ? json_array_get(cols, j)
-				   : json_array_get(json_array_get(rows, i - 1),
-					 j);
+			v = i == 0
+			    ? json_array_get(cols, j)
+			    : json_array_get(json_array_get(rows, i - 1), j);
 			cells[i][j] = fmt_value(v);
 			if (i > 0 && json_is_number(v))
 				num[j] = 1;
@@ -169,7 +169,8 @@ fmt_json(FILE *f, json_t *cols, json_t *rows)
 	json_t *row;
 
 	fputc('[', f);
-	json_array_foreach(rows, i, row) {
+	json_array_foreach(rows, i, row)
+	{
 		fputs(i > 0 ? ",\n  {" : "\n  {", f);
 		for (j = 0; j < json_array_size(cols); j++) {
 			if (j > 0)

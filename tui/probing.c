@@ -68,16 +68,16 @@ main(int argc, char **argv)
 			printf("probing %s\n", PROBING_VERSION);
 			return 0;
 		default:
-			return cmd_usage(NULL, "unknown option '%s'",
-			    argv[optind - 1]);
+			return cmd_usage(
+			    NULL, "unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)
 		return cmd_usage(NULL, "no command given (try: probing help)");
 	e = cmd_find(argv[optind]);
 	if (e == NULL)
-		return cmd_usage(NULL, "unknown command '%s' (try: probing help)",
-		    argv[optind]);
+		return cmd_usage(NULL,
+		    "unknown command '%s' (try: probing help)", argv[optind]);
 	for (i = optind + 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
 		if (strcmp(argv[i], "--help") == 0 ||
 		    strcmp(argv[i], "-h") == 0) {

@@ -15,8 +15,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int eof;
 
 	for (eof = 0; eof <= 1; eof++) {
-		if (proto_parse_response((const char *)data, size, eof, &r,
-			&cause) == 1)
+		if (proto_parse_response(
+			(const char *)data, size, eof, &r, &cause) == 1)
 			proto_response_clear(&r);
 		free(cause);
 		cause = NULL;

@@ -40,8 +40,7 @@ main(void)
 	}
 	CHECK(config_key_find("probing.nope") == NULL, "unknown key");
 	k = config_key_find("probing.sample_rate");
-	CHECK(config_key_parse(k, "0.25", &v, NULL) == 0 && v == 0.25,
-	    "real");
+	CHECK(config_key_parse(k, "0.25", &v, NULL) == 0 && v == 0.25, "real");
 	CHECK(rejects("probing.sample_rate", "1.5", "between 0 and 1"),
 	    "rate range");
 	CHECK(rejects("probing.sample_rate", "abc", "expected a number"),
@@ -59,8 +58,8 @@ main(void)
 	k = config_key_find("probing.torch.enabled");
 	CHECK(config_key_parse(k, "off", &v, NULL) == 0 && v == 0, "bool off");
 	CHECK(config_key_parse(k, "ON", &v, NULL) == 0 && v == 1, "bool ON");
-	config_key_format(config_key_find("probing.sample_rate"), 1, buf,
-	    sizeof buf);
+	config_key_format(
+	    config_key_find("probing.sample_rate"), 1, buf, sizeof buf);
 	CHECK(strcmp(buf, "1.0") == 0, "real keeps a decimal point");
 	return unit_summary();
 }

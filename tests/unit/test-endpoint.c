@@ -30,15 +30,15 @@ main(void)
 	int n = 0;
 
 	CHECK(endpoint_parse("4242", &ep, NULL) == 0 &&
-		  ep.kind == ENDPOINT_PID && ep.pid == 4242 &&
-		  strcmp(ep.name, "4242") == 0,
+		ep.kind == ENDPOINT_PID && ep.pid == 4242 &&
+		strcmp(ep.name, "4242") == 0,
 	    "pid");
 	CHECK(endpoint_parse("gpu7:9000", &ep, NULL) == 0 &&
-		  ep.kind == ENDPOINT_TCP && strcmp(ep.host, "gpu7") == 0 &&
-		  ep.port == 9000,
+		ep.kind == ENDPOINT_TCP && strcmp(ep.host, "gpu7") == 0 &&
+		ep.port == 9000,
 	    "host:port");
 	CHECK(endpoint_parse("[::1]:80", &ep, NULL) == 0 &&
-		  strcmp(ep.host, "::1") == 0 && ep.port == 80,
+		strcmp(ep.host, "::1") == 0 && ep.port == 80,
 	    "ipv6");
 	CHECK(fails_with("", "empty target"), "empty");
 	CHECK(fails_with("0", "expected a pid"), "pid zero");
@@ -51,13 +51,13 @@ main(void)
 	CHECK(fails_with(":80", "missing host"), "missing host");
 	CHECK(fails_with("::1:80", "IPv6"), "bare ipv6");
 	CHECK(fails_with("[::1:80", "bad [address]"), "unclosed bracket");
-	CHECK(endpoint_parse_list("1,2,h:3", &list, &n, NULL) == 0 &&
-		  n == 3 && list[0].pid == 1 && list[2].port == 3,
+	CHECK(endpoint_parse_list("1,2,h:3", &list, &n, NULL) == 0 && n == 3 &&
+		list[0].pid == 1 && list[2].port == 3,
 	    "list");
 	free(list);
 	list = NULL;
-	CHECK(endpoint_parse_list("1,,2", &list, &n, NULL) == -1 &&
-		  list == NULL,
+	CHECK(
+	    endpoint_parse_list("1,,2", &list, &n, NULL) == -1 && list == NULL,
 	    "list with empty item");
 	CHECK(endpoint_parse_list("1,x", &list, &n, NULL) == -1,
 	    "list with bad item");

@@ -24,7 +24,7 @@ main(void)
 			      "chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
 
 	CHECK(parse(full, 0, &r) == 1 && r.status == 200 &&
-		  strcmp(r.body, "hello") == 0 && r.body_len == 5,
+		strcmp(r.body, "hello") == 0 && r.body_len == 5,
 	    "content-length");
 	proto_response_clear(&r);
 	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", 0, &r) ==
@@ -36,7 +36,7 @@ main(void)
 	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Le", 0, &r) == 0,
 	    "incomplete header waits");
 	CHECK(parse(chunked, 0, &r) == 1 && r.status == 404 &&
-		  strcmp(r.body, "abcde") == 0,
+		strcmp(r.body, "abcde") == 0,
 	    "chunked");
 	proto_response_clear(&r);
 	CHECK(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r"
@@ -48,13 +48,13 @@ main(void)
 		  0, &r) == -1,
 	    "bad chunk size");
 	CHECK(parse("HTTP/1.0 200 OK\r\n\r\nrest", 1, &r) == 1 &&
-		  strcmp(r.body, "rest") == 0,
+		strcmp(r.body, "rest") == 0,
 	    "body to eof");
 	proto_response_clear(&r);
 	CHECK(parse("SMTP 200\r\n\r\n", 1, &r) == -1, "not http");
 	CHECK(parse("HTTP/1.1 2x0 OK\r\n\r\n", 1, &r) == -1, "bad status");
-	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 1, &r) ==
-		-1,
+	CHECK(
+	    parse("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 1, &r) == -1,
 	    "negative length");
 	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n",
 		  1, &r) == -1,

@@ -1,8 +1,10 @@
-/* A C function for ctypes.PyDLL that keeps the GIL: a hung C call. */
+/* C functions for ctypes.PyDLL that keep the GIL: hung C calls. */
 #include <time.h>
 
 void hold_gil_forever(void);
 void hold_gil_for(double seconds);
+void hold_gil_sleep(void);
+int hold_gil_inner(int sleep);
 
 /* Spins for seconds of wall time without releasing the GIL. */
 void
@@ -18,12 +20,37 @@ hold_gil_for(double seconds)
 	    seconds);
 }
 
-/* Never returns. */
+/* Loops forever, spinning or sleeping 10 ms at a time; not inlined, so
+ * that native stacks show two frames of this library. */
+__attribute__((noinline)) int
+hold_gil_inner(int sleep)
+{
+	volatile unsigned long n = 0;
+	struct timespec ts = { 0, 10 * 1000 * 1000 };
+
+	for (;;) {
+		if (sleep)
+			nanosleep(&ts, NULL);
+		else
+			n++;
+	}
+	return (int)n;
+}
+
+/* Never returns; spins. */
 void
 hold_gil_forever(void)
 {
-	volatile unsigned long n = 0;
+	volatile int r = hold_gil_inner(0);
 
-	for (;;)
-		n++;
+	(void)r;
+}
+
+/* Never returns; sleeps, so it holds the GIL without burning a CPU. */
+void
+hold_gil_sleep(void)
+{
+	volatile int r = hold_gil_inner(1);
+
+	(void)r;
 }
