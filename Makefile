@@ -12,8 +12,11 @@ PYSITE  ?= $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wpointer-arith -Wwrite-strings -Werror
 CFLAGS  ?= -O2 -g
+# The agent is never built with sanitizers: it lives in someone else's
+# process. SANITIZE applies to the program and the C tests.
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Ishared \
-           -DPROBING_VERSION='"$(VERSION)"' $(SANITIZE)
+           -DPROBING_VERSION='"$(VERSION)"'
+CLI_CFLAGS := $(ALL_CFLAGS) $(SANITIZE)
 LDFLAGS ?=
 
 DEPS_PKGS := libevent-dev libsqlite3-dev python3-dev libjansson-dev \
@@ -69,7 +72,7 @@ deps-check:
 
 $(B)/%.o: %.c $(wildcard shared/*.h tui/*.h injector/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Iinjector -c -o $@ $<
+	$(CC) $(CLI_CFLAGS) -Iinjector -c -o $@ $<
 
 $(B)/pic/%.o: %.c $(wildcard shared/*.h)
 	@mkdir -p $(@D)
@@ -88,7 +91,7 @@ $(B)/py$(PYVER)/agent/eval-helper-src.o: $(B)/py$(PYVER)/agent/eval-helper-src.c
 
 # The agent does not link libpython: it uses the interpreter it is loaded in.
 $(AGENT_SO): $(AGENT_OBJ) $(SHARED_PIC_OBJ)
-	$(CC) -shared -Wl,-z,defs -Wl,--unresolved-symbols=ignore-all -o $@ $^ $(LDFLAGS) $(AGENT_LIBS) $(SANITIZE)
+	$(CC) -shared -Wl,-z,defs -Wl,--unresolved-symbols=ignore-all -o $@ $^ $(LDFLAGS) $(AGENT_LIBS)
 
 agent: $(AGENT_SO)
 
@@ -102,11 +105,11 @@ tests-bin: $(UNIT_BIN) $(B)/tests/embed-host $(B)/tests/inj-payload.so $(B)/test
 
 $(B)/tests/test-%: tests/unit/test-%.c $(SHARED_OBJ) $(INJ_OBJ) $(B)/agent-test/ring.o
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Iinjector -Iagent -o $@ $^ -ljansson -lm -ldl -lpthread $(SANITIZE)
+	$(CC) $(CLI_CFLAGS) -Iinjector -Iagent -o $@ $^ -ljansson -lm -ldl -lpthread
 
 $(B)/agent-test/ring.o: agent/ring.c agent/ring.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(CC) $(CLI_CFLAGS) -c -o $@ $<
 
 $(B)/tests/embed-host: tests/workloads/embed-host.c
 	@mkdir -p $(@D)
@@ -134,8 +137,8 @@ asan: deps
 	@$(MAKE) --no-print-directory clean
 	@$(MAKE) --no-print-directory all CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"
-	@ASAN_OPTIONS=detect_leaks=1 tests/run unit
-	@$(MAKE) --no-print-directory clean
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 tests/run unit e2e; rc=$$?; \
+	  $(MAKE) --no-print-directory clean; exit $$rc
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -170,8 +173,10 @@ format-check:
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
-	  --suppress=missingIncludeSystem --inline-suppr -Ishared shared agent injector tui
+	  --suppress=missingIncludeSystem --inline-suppr --include=/usr/include/x86_64-linux-gnu/sys/queue.h \
+	  -Ishared -Iagent -Itui -Iinjector shared agent injector tui
 	clang-tidy --quiet $(SHARED_SRC) $(INJ_SRC) $(TUI_SRC) -- $(ALL_CFLAGS) -Iinjector
+	clang-tidy --quiet $(AGENT_SRC) -- $(ALL_CFLAGS) -Iagent -I$(PYINC)
 
 screenshots: all
 	@tests/e2e/screenshots.sh

@@ -1117,7 +1117,9 @@ backtrace_capture(long only_tid, int gil_ms, char **cause)
 	if (bt_list_threads(bt, only_tid, cause) != 0)
 		goto fail;
 	n = bt->nthreads;
-	qsort(bt->threads, (size_t)n, sizeof bt->threads[0], bt_thread_cmp);
+	if (n > 1)
+		qsort(bt->threads, (size_t)n, sizeof bt->threads[0],
+		    bt_thread_cmp);
 	w.py = calloc((size_t)n + 1, sizeof *w.py);
 	w.npy = calloc((size_t)n + 1, sizeof *w.npy);
 	w.pyname = calloc((size_t)n + 1, sizeof *w.pyname);

@@ -327,7 +327,7 @@ server_check_peer(struct evhttp_request *req, const struct server_route *r,
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	evutil_socket_t fd = bufferevent_getfd(
 	    evhttp_connection_get_bufferevent(evcon));
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof ss;
 	struct ucred cred;
 	socklen_t cl = sizeof cred;

@@ -12,9 +12,9 @@ cmd_eval_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	json_t *body, *r;
 	const char *out, *err;
 	char *cause = NULL;
-	int c, i, rc, status, failed = 0;
+	int i, rc, status, failed = 0;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "")) != -1)
+	if (cmd_getopt(ctx, argc, argv, "") != -1)
 		return EXIT_USAGE;
 	if (optind + 1 != argc)
 		return cmd_usage(ctx->entry,
