@@ -83,6 +83,7 @@ agent_init(void)
 	pthread_atfork(NULL, NULL, agent_atfork_child);
 	agent_running = 1;
 	log_info("agent started (python %s)", agent_pyver);
+	torch_init();
 	return;
 fail:
 	log_info("agent not started: %s", cause_str(cause));

@@ -87,6 +87,7 @@ struct torch_trace_rec {
 	double duration;    /* s */
 	double time;        /* unix time at the end of the call */
 	int64_t thread_id;
+	int64_t rank; /* RANK of the process, 0 without one */
 };
 extern struct ring tbl_torch_trace_ring;
 int tbl_torch_trace_register(sqlite3 *, char **cause);
@@ -121,6 +122,10 @@ void backtrace_free(struct backtrace *);
 
 /* tbl-backtrace.c */
 int tbl_backtrace_register(sqlite3 *, char **cause);
+
+/* torch.c: torch_trace hooks. Called once by the constructor; sets up
+ * tracing from a thread of its own (under the GIL via py_run). */
+void torch_init(void);
 
 /* tables.c: every built-in table. */
 int tbl_register_all(sqlite3 *, char **cause);

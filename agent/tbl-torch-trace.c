@@ -18,20 +18,22 @@ static const struct tbl_col tbl_torch_trace_cols[] = {
 	{ "time", "REAL", TBL_F64, offsetof(struct torch_trace_rec, time) },
 	{ "thread_id", "INTEGER", TBL_I64,
 	    offsetof(struct torch_trace_rec, thread_id) },
+	{ "rank", "INTEGER", TBL_I64, offsetof(struct torch_trace_rec, rank) },
 };
 
-static const struct tbl_ring_desc tbl_torch_trace_desc = {
-	"torch_trace", tbl_torch_trace_cols,
+static const struct tbl_ring_desc tbl_torch_trace_desc = { "torch_trace",
+	tbl_torch_trace_cols,
 	sizeof tbl_torch_trace_cols / sizeof tbl_torch_trace_cols[0],
-	&tbl_torch_trace_ring
-};
+	&tbl_torch_trace_ring };
 
 static int
 tbl_torch_trace_resize(double v, char **cause)
 {
 	if (ring_resize(&tbl_torch_trace_ring, (size_t)v) != 0) {
-		cause_set(cause, "cannot resize the ring to %.0f rows: out of "
-		    "memory", v);
+		cause_set(cause,
+		    "cannot resize the ring to %.0f rows: out of "
+		    "memory",
+		    v);
 		return -1;
 	}
 	return 0;

@@ -39,7 +39,8 @@ main(int argc, char **argv)
 	const struct cmd_entry *e;
 	char *end;
 	double secs;
-	int c, i;
+	char *token = NULL;
+	int c, i, rc;
 
 	setlocale(LC_CTYPE, "");
 	ctx.token = getenv("PROBING_AUTH_TOKEN");
@@ -59,7 +60,8 @@ main(int argc, char **argv)
 			ctx.timeout_ms = (int)(secs * 1000);
 			break;
 		case 'K':
-			ctx.token = probing_read_token(optarg);
+			free(token);
+			ctx.token = token = probing_read_token(optarg);
 			break;
 		case 'h':
 			cmd_print_overview(stdout);
@@ -89,5 +91,8 @@ main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	optind = 1;
-	return e->exec(&ctx, argc, argv);
+	rc = e->exec(&ctx, argc, argv);
+	free(ctx.targets);
+	free(token);
+	return rc;
 }

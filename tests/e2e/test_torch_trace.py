@@ -1,0 +1,239 @@
+"""python.torch_trace: module, backward and optimizer-step rows from live
+training loops, reached the three ways a process gets the agent."""
+import json
+import os
+import re
+import time
+
+import pytest
+
+from conftest import PY, WORKLOADS, probing, wait_for
+
+TRAIN = os.path.join(WORKLOADS, "train_torch.py")
+
+try:
+    import torch  # noqa: F401
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="python3-torch missing")
+
+
+def q(pid, sql):
+    r = probing("-t", pid, "query", "-f", "json", sql)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout) if r.stdout.strip() else []
+
+
+def rows_for(pid, where="1"):
+    return q(pid, "SELECT step, seq, module, stage, allocated, duration, rank "
+                  "FROM python.torch_trace WHERE %s ORDER BY step, seq" % where)
+
+
+def wait_rows(pid, where="1", n=1, timeout=30):
+    return wait_for(lambda: len(rows_for(pid, where)) >= n and rows_for(pid, where),
+                    timeout, "%d torch_trace rows where %s" % (n, where), interval=0.1)
+
+
+def full_step(pid):
+    """The rows of the newest step that has its optimizer-step row."""
+    def get():
+        r = q(pid, "SELECT MAX(step) AS s FROM python.torch_trace WHERE stage = 'step'")
+        return r and r[0]["s"] is not None and r[0]["s"]
+    s = wait_for(get, 30, "a complete traced step", interval=0.1)
+    return rows_for(pid, "step = %d" % s)
+
+
+def last_step(p):
+    """The number of the workload's last complete `step N` line."""
+    return int(re.findall(r"^step (\d+)$", p.out(), re.M)[-1])
+
+
+def train(spawn, *argv, env=None, probing_mode="1"):
+    p = spawn(None, probing=probing_mode, env=env, wait=False,
+              argv=[PY, TRAIN] + [str(a) for a in argv])
+    p.wait_out("ready")
+    return p
+
+
+# the table ---------------------------------------------------------------
+
+def test_columns_names_stages_and_order(spawn):
+    p = train(spawn, "--sleep", "0.02")
+    rows = full_step(p.pid)
+    mods = [(r["module"], r["stage"]) for r in rows]
+    fwd = [m for m, s in mods if s == "forward"]
+    assert fwd[:3] == ["Net", "Net.encoder", "Net.encoder.0"], fwd
+    assert "Net.head" in fwd and "CrossEntropyLoss" in fwd
+    bwd = [m for m, s in mods if s == "backward"]
+    assert set(bwd) >= {"Net", "Net.encoder", "Net.encoder.0", "Net.encoder.2", "Net.head"}, bwd
+    # backward runs in reverse: the head before the encoder's first layer,
+    # the root last
+    assert bwd.index("Net.head") < bwd.index("Net.encoder.0") < bwd.index("Net")
+    assert mods[-1] == ("SGD", "step")
+    assert [r["seq"] for r in rows] == list(range(len(rows)))
+    for r in rows:
+        assert r["duration"] > 0 and r["allocated"] == 0 and r["rank"] == 0
+    net_f = [r for r in rows if r["module"] == "Net" and r["stage"] == "forward"][0]
+    enc_f = [r for r in rows if r["module"] == "Net.encoder" and r["stage"] == "forward"][0]
+    assert net_f["duration"] >= enc_f["duration"]
+    cols = q(p.pid, "SELECT * FROM python.torch_trace LIMIT 1")[0]
+    assert list(cols)[:6] == ["step", "seq", "module", "stage", "allocated", "duration"]
+
+
+def test_steps_count_optimizer_steps_from_zero(spawn):
+    p = train(spawn, "--sleep", "0.01")
+    p.wait_out("step 5")
+    steps = q(p.pid, "SELECT step FROM python.torch_trace WHERE stage = 'step' ORDER BY step")
+    steps = [r["step"] for r in steps]
+    assert steps[:5] == [0, 1, 2, 3, 4]
+
+
+def test_inference_steps_are_outermost_calls(spawn):
+    p = train(spawn, "--infer", "--sleep", "0.01")
+    p.wait_out("step 4")
+    rows = rows_for(p.pid, "module = 'Net'")
+    assert [r["step"] for r in rows][:3] == [0, 1, 2]
+    assert {r["stage"] for r in rows_for(p.pid)} == {"forward"}
+
+
+def test_rows_visible_without_delay(spawn):
+    """A step's rows are in the ring before the loop goes on: the first
+    query after the loop printed "step N" sees step N-1's optimizer row
+    (no flush interval, no polling)."""
+    p = train(spawn, "--sleep", "0.3")
+    p.wait_out("step 2")
+    for _ in range(3):
+        n = last_step(p)
+        rows = rows_for(p.pid, "stage = 'step' AND step = %d" % (n - 1))
+        assert len(rows) == 1, (n, rows)
+        p.wait_out("step %d" % (n + 1))
+
+
+# correctness -------------------------------------------------------------
+
+def losses(spawn, tmp_path, name, probing_mode, model):
+    path = tmp_path / name
+    p = spawn(None, probing=probing_mode, wait=False,
+              argv=[PY, TRAIN, "--steps", "30", "--model", model, "--losses", str(path)])
+    p.p.wait(timeout=120)
+    assert p.p.returncode == 0, p.err()
+    return path.read_text().split()
+
+
+@pytest.mark.parametrize("model", ["inplace", "tuple"])
+def test_losses_bit_identical_with_tracing(spawn, tmp_path, model):
+    """In-place ReLU after traced modules (the ResNet pattern), residual
+    adds, tuple outputs: training computes exactly what it does unprobed."""
+    plain = losses(spawn, tmp_path, "plain", None, model)
+    traced = losses(spawn, tmp_path, "traced", "1", model)
+    assert len(plain) == 30
+    assert traced == plain
+
+
+def test_inplace_model_has_backward_rows(spawn):
+    p = train(spawn, "--model", "inplace", "--sleep", "0.01")
+    rows = full_step(p.pid)
+    bwd = {r["module"] for r in rows if r["stage"] == "backward"}
+    assert {"Net.encoder.2.fc1", "Net.encoder.2.relu", "Net.encoder.2", "Net.encoder.1"} <= bwd
+    assert "BackwardHookFunction" not in p.err()
+
+
+def test_dataloader_workers_keep_working(spawn):
+    p = train(spawn, "--workers", "2", "--sleep", "0.01", "--steps", "40")
+    p.wait_out("done", timeout=120)
+    assert p.p.wait(timeout=30) == 0, p.err()
+
+
+def test_dataloader_workers_do_not_serve(spawn):
+    p = train(spawn, "--workers", "2", "--sleep", "0.05")
+    p.wait_out("step 3")
+    kids = [int(x) for x in open("/proc/%d/task/%d/children" % (p.pid, p.pid)).read().split()]
+    assert len(kids) >= 2
+    names = open("/proc/net/unix").read()
+    for k in kids:
+        assert "@probing-%d" % k not in names
+    assert rows_for(p.pid, "stage = 'step'")
+
+
+# the three ways in -------------------------------------------------------
+
+def test_torch_imported_after_the_agent(spawn):
+    p = train(spawn, "--import-delay", "1.0", "--sleep", "0.01")
+    rows = full_step(p.pid)
+    assert rows[0]["module"] == "Net"
+
+
+def test_inject_into_running_loop(spawn):
+    p = train(spawn, "--sleep", "0.01", probing_mode=None)
+    p.wait_out("step 3")
+    r = probing("-t", p.pid, "inject")
+    assert r.returncode == 0, r.stderr
+    rows = full_step(p.pid)
+    assert rows[0]["module"] == "Net" and rows[-1]["module"] == "SGD"
+    n = last_step(p)
+    p.wait_out("step %d" % (n + 5))
+    assert p.alive()
+
+
+# live config ------------------------------------------------------------
+
+def test_sample_rate_traces_whole_steps(spawn):
+    p = train(spawn, "--sleep", "0.005", env={"PROBING_SAMPLE_RATE": "0.25"})
+    p.wait_out("step 20")
+    per = q(p.pid, "SELECT step, COUNT(*) AS n FROM python.torch_trace "
+                   "WHERE step < 16 GROUP BY step ORDER BY step")
+    assert [r["step"] for r in per] == [0, 4, 8, 12]
+    assert len({r["n"] for r in per}) == 1  # all of a step or none of it
+
+
+def test_sample_rate_live(spawn):
+    p = train(spawn, "--sleep", "0.005")
+    p.wait_out("step 3")
+    r = probing("-t", p.pid, "config", "probing.sample_rate=0.1")
+    assert r.returncode == 0, r.stderr
+    n = last_step(p)
+    p.wait_out("step %d" % (n + 35))
+    steps = [x["step"] for x in q(p.pid, "SELECT DISTINCT step FROM python.torch_trace "
+                                         "WHERE step > %d ORDER BY step" % (n + 2))]
+    assert steps and all(s % 10 == 0 for s in steps), steps
+
+
+def test_disable_removes_hooks_and_enable_resumes(spawn):
+    p = train(spawn, "--sleep", "0.005")
+    p.wait_out("step 3")
+    r = probing("-t", p.pid, "config", "probing.torch.enabled=false")
+    assert r.returncode == 0, r.stderr
+    r = probing("-t", p.pid, "eval",
+                "import torch.nn.modules.module as m\n"
+                "print(len(m._global_forward_pre_hooks), len(m._global_forward_hooks), "
+                "type(torch.optim.SGD.__dict__['step']).__name__)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "0", "function"]
+    time.sleep(0.1)
+    n0 = len(rows_for(p.pid))
+    time.sleep(0.3)
+    assert len(rows_for(p.pid)) == n0
+    r = probing("-t", p.pid, "config", "probing.torch.enabled=true")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(rows_for(p.pid)) > n0, 10, "rows after enabling again")
+
+
+def test_disabled_at_start(spawn):
+    p = train(spawn, "--sleep", "0.005", env={"PROBING_TORCH_PROFILING": "off"})
+    p.wait_out("step 10")
+    assert rows_for(p.pid) == []
+    r = probing("-t", p.pid, "config", "probing.torch.enabled=true")
+    assert r.returncode == 0, r.stderr
+    wait_rows(p.pid, "stage = 'step'")
+
+
+def test_buffer_size_keeps_newest(spawn):
+    p = train(spawn, "--sleep", "0.005")
+    r = probing("-t", p.pid, "config", "probing.buffer_size=50")
+    assert r.returncode == 0, r.stderr
+    p.wait_out("step 10")
+    rows = q(p.pid, "SELECT step FROM python.torch_trace")
+    assert len(rows) == 50
+    assert min(x["step"] for x in rows) > 3
