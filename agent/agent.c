@@ -84,6 +84,7 @@ agent_init(void)
 	agent_running = 1;
 	log_info("agent started (python %s)", agent_pyver);
 	torch_init();
+	eval_init();
 	return;
 fail:
 	log_info("agent not started: %s", cause_str(cause));
@@ -111,10 +112,38 @@ agent_py_log_path(PyObject *self, PyObject *args)
 	return PyUnicode_FromString(log_path());
 }
 
+/* table_register(name, fn, columns=None): python.<name> calls fn. */
+static PyObject *
+agent_py_table_register(PyObject *self, PyObject *args, PyObject *kw)
+{
+	static char name_kw[] = "name", fn_kw[] = "fn", columns_kw[] = "columns";
+	static char *kwlist[] = { name_kw, fn_kw, columns_kw, NULL };
+	PyObject *fn, *columns = Py_None;
+	const char *name;
+	char *cause = NULL;
+
+	(void)self;
+	if (!PyArg_ParseTupleAndKeywords(
+		args, kw, "sO|O:table_register", kwlist, &name, &fn, &columns))
+		return NULL;
+	if (tbl_python_add(name, fn, columns, &cause) != 0) {
+		PyErr_SetString(PyExc_ValueError, cause_str(cause));
+		free(cause);
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef agent_py_methods[] = {
 	{ "socket", agent_py_socket, METH_NOARGS,
 	    "the agent's unix socket name, or None when it did not start" },
 	{ "log_path", agent_py_log_path, METH_NOARGS, "the agent's log file" },
+	{ "table_register",
+	    (PyCFunction)(void (*)(void))agent_py_table_register,
+	    METH_VARARGS | METH_KEYWORDS,
+	    "table_register(name, fn, columns=None): each query of "
+	    "python.<name> calls fn() for its rows (dicts, or tuples with "
+	    "columns); registering a name again replaces it" },
 	{ NULL, NULL, 0, NULL },
 };
 
@@ -123,6 +152,12 @@ static struct PyModuleDef agent_py_module = {
 	"the probing agent, running inside this process", -1,
 	agent_py_methods, NULL, NULL, NULL, NULL
 };
+
+PyObject *
+agent_py_core(void)
+{
+	return PyModule_Create(&agent_py_module);
+}
 
 PyMODINIT_FUNC PyInit__core(void);
 

@@ -17,9 +17,14 @@
 #include "config-keys.h"
 #include "ring.h"
 
+/* Python.h's object type, for files built without Python's headers. */
+typedef struct _object PyObject;
+
 /* agent.c */
 extern pid_t agent_pid;
 const char *agent_python_version(void);
+/* GIL held: a new reference to a fresh probing._core module object. */
+PyObject *agent_py_core(void);
 
 /* config.c: the live values; read from any thread, written on the loop. */
 double config_get(enum config_id);
@@ -58,6 +63,9 @@ int store_open(char **cause);
 json_t *store_query(const char *sql, int timeout_ms, char **cause);
 /* The timeout for GIL-needing tables in the query running now. */
 int store_timeout_ms(void);
+/* Store lock held: runs sql for the agent itself, which may drop virtual
+ * tables that users may not. 0, or -1 with *cause. */
+int store_exec_internal(sqlite3 *, const char *sql, char **cause);
 
 /* tbl-ring.c: ring buffers as read-only virtual tables. */
 enum tbl_col_kind { TBL_I64, TBL_I32, TBL_F64, TBL_STR };
@@ -130,8 +138,24 @@ void torch_init(void);
 /* tables.c: every built-in table. */
 int tbl_register_all(sqlite3 *, char **cause);
 
-/* eval.c */
+/* eval.c: eval, completion and the repl's statements (see proto.h). */
 json_t *eval_run(const char *code, int timeout_ms, char **cause);
 json_t *eval_complete(const char *text, int timeout_ms, char **cause);
+json_t *eval_start(const char *code, int final, int timeout_ms, char **cause);
+/* Runs on a request thread without the GIL; waits up to wait_ms. */
+json_t *eval_wait(long id, int wait_ms, char **cause);
+json_t *eval_interrupt(long id, int timeout_ms, char **cause);
+/* Called once by the constructor: a thread of its own provides the
+ * `probing` module (under the GIL via py_run) once Python runs. */
+void eval_init(void);
+
+/* tbl-python.c: python.<name> tables registered with @probing.table. */
+/* GIL held: registers or replaces name; -1 with *cause (bad arguments). */
+int tbl_python_add(
+    const char *name, PyObject *fn, PyObject *columns, char **cause);
+/* Store lock held, at the start of each query: calls the functions of
+ * the tables sql names and makes their tables match. */
+int tbl_python_refresh(
+    sqlite3 *, const char *sql, int timeout_ms, char **cause);
 
 #endif

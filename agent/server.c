@@ -4,6 +4,7 @@
  * it; the others run on request threads and hand their reply back through
  * an event made active from that thread. */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -146,6 +147,70 @@ server_complete(json_t *body, int timeout_ms, int *status, char **cause)
 	return r;
 }
 
+/* Returns body[name] as an integer in [lo, hi], or -1 with *cause. */
+static long
+server_int_arg(json_t *body, const char *name, long lo, long hi, char **cause)
+{
+	json_t *v = json_is_object(body) ? json_object_get(body, name) : NULL;
+
+	if (!json_is_integer(v) || json_integer_value(v) < lo ||
+	    json_integer_value(v) > hi) {
+		cause_set(cause,
+		    "request body must be a JSON object with an integer '%s' "
+		    "from %ld to %ld",
+		    name, lo, hi);
+		return -1;
+	}
+	return (long)json_integer_value(v);
+}
+
+static json_t *
+server_eval_start(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	const char *code = server_arg(body, "code", cause);
+	json_t *r;
+
+	if (code == NULL)
+		return NULL;
+	r = eval_start(code, json_is_true(json_object_get(body, "final")),
+	    timeout_ms, cause);
+	if (r == NULL)
+		*status = 503;
+	return r;
+}
+
+static json_t *
+server_eval_wait(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	long id = server_int_arg(body, "id", 1, LONG_MAX, cause);
+	long wait_ms = id > 0
+	    ? server_int_arg(body, "wait_ms", 0, PROTO_MAX_WAIT_MS, cause)
+	    : -1;
+	json_t *r;
+
+	(void)timeout_ms;
+	if (wait_ms < 0)
+		return NULL;
+	r = eval_wait(id, (int)wait_ms, cause);
+	if (r == NULL)
+		*status = 404;
+	return r;
+}
+
+static json_t *
+server_eval_interrupt(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	long id = server_int_arg(body, "id", 1, LONG_MAX, cause);
+	json_t *r;
+
+	if (id < 0)
+		return NULL;
+	r = eval_interrupt(id, timeout_ms, cause);
+	if (r == NULL)
+		*status = 503;
+	return r;
+}
+
 static json_t *
 server_config_get(json_t *body, int timeout_ms, int *status, char **cause)
 {
@@ -193,6 +258,9 @@ static const struct server_route server_routes[] = {
 	{ PROTO_QUERY, EVHTTP_REQ_POST, 0, 0, server_query },
 	{ PROTO_EVAL, EVHTTP_REQ_POST, 0, 0, server_eval },
 	{ PROTO_COMPLETE, EVHTTP_REQ_POST, 0, 0, server_complete },
+	{ PROTO_EVAL_START, EVHTTP_REQ_POST, 0, 0, server_eval_start },
+	{ PROTO_EVAL_WAIT, EVHTTP_REQ_POST, 0, 0, server_eval_wait },
+	{ PROTO_EVAL_INTERRUPT, EVHTTP_REQ_POST, 0, 0, server_eval_interrupt },
 	{ PROTO_CONFIG, EVHTTP_REQ_GET, 0, 1, server_config_get },
 	{ PROTO_CONFIG, EVHTTP_REQ_POST, 0, 0, server_config_set },
 };

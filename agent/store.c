@@ -14,6 +14,8 @@
 static sqlite3 *store_db;
 static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
 static int store_query_timeout_ms = PROTO_DEFAULT_GIL_MS;
+/* Set while the agent itself changes the schema; store_lock held. */
+static int store_internal;
 
 /* Built-in virtual tables may not be dropped by users. */
 static int
@@ -25,7 +27,23 @@ store_authorize(void *unused, int action, const char *a, const char *b,
 	(void)b;
 	(void)db;
 	(void)trigger;
-	return action == SQLITE_DROP_VTABLE ? SQLITE_DENY : SQLITE_OK;
+	return action == SQLITE_DROP_VTABLE && !store_internal ? SQLITE_DENY
+							       : SQLITE_OK;
+}
+
+int
+store_exec_internal(sqlite3 *db, const char *sql, char **cause)
+{
+	int rc;
+
+	store_internal = 1;
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	store_internal = 0;
+	if (rc != SQLITE_OK) {
+		cause_set(cause, "%s", sqlite3_errmsg(db));
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -158,6 +176,8 @@ store_query(const char *sql, int timeout_ms, char **cause)
 
 	pthread_mutex_lock(&store_lock);
 	store_query_timeout_ms = timeout_ms;
+	if (tbl_python_refresh(store_db, sql, timeout_ms, cause) != 0)
+		goto fail;
 	/* Run every statement; the result is that of the last one. */
 	while (tail != NULL && *tail != '\0') {
 		sqlite3_finalize(st);

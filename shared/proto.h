@@ -10,6 +10,16 @@
 #define PROTO_EVAL     "/eval"     /* POST {"code"}: output, error */
 #define PROTO_CONFIG   "/config"   /* GET: keys; POST {"key","value"} */
 #define PROTO_COMPLETE "/complete" /* POST {"text"}: matches */
+/* The repl: a statement runs on a thread of its own so that it can be
+ * interrupted. start: POST {"code","final"} -> {"more": true} while the
+ * statement is incomplete, {"done": true, "output","error"} for a syntax
+ * error, else {"id"}. wait: POST {"id","wait_ms"} -> {"done","output"}
+ * (output printed since the last wait), and when done "error" and "exit"
+ * (it raised SystemExit). interrupt: POST {"id"} -> {"interrupted"}. */
+#define PROTO_EVAL_START     "/eval/start"
+#define PROTO_EVAL_WAIT      "/eval/wait"
+#define PROTO_EVAL_INTERRUPT "/eval/interrupt"
+#define PROTO_MAX_WAIT_MS    10000 /* the longest /eval/wait */
 
 #define PROTO_MAX_BODY       (1024 * 1024)
 #define PROTO_TIMEOUT_HDR    "X-Probing-Timeout-Ms"

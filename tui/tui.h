@@ -52,6 +52,7 @@ int cmd_parse_format(const struct cmd_entry *, const char *arg,
 /* cmd-*.c */
 extern const struct cmd_entry cmd_query_entry;
 extern const struct cmd_entry cmd_eval_entry;
+extern const struct cmd_entry cmd_repl_entry;
 extern const struct cmd_entry cmd_config_entry;
 extern const struct cmd_entry cmd_list_entry;
 extern const struct cmd_entry cmd_tables_entry;

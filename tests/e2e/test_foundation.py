@@ -87,6 +87,7 @@ def test_tables_lists_documented_tables(spawn):
 
 def test_eval_sees_globals_prints_repr_and_output(spawn):
     p = spawn("idle.py")
+    p.wait_out("ready")  # the agent answers before __main__ has run
     r = probing("-t", p.pid, "eval", "answer + 1")
     assert (r.returncode, r.stdout) == (0, "42\n")
     r = probing("-t", p.pid, "eval", "print('hello from eval'); newvar = [1, 2]")

@@ -53,6 +53,36 @@ eval_complete(const char *text, int timeout_ms, char **cause)
 	return json_pack("{s:[s]}", "matches", text);
 }
 
+json_t *
+eval_start(const char *code, int final, int timeout_ms, char **cause)
+{
+	(void)final;
+	(void)timeout_ms;
+	(void)cause;
+	return strcmp(code, "more") == 0 ? json_pack("{s:b}", "more", 1)
+					 : json_pack("{s:i}", "id", 1);
+}
+
+json_t *
+eval_wait(long id, int wait_ms, char **cause)
+{
+	(void)wait_ms;
+	if (id != 1) {
+		*cause = strdup("no running statement");
+		return NULL;
+	}
+	return json_pack("{s:b, s:s, s:n, s:b}", "done", 1, "output", "",
+	    "error", "exit", 0);
+}
+
+json_t *
+eval_interrupt(long id, int timeout_ms, char **cause)
+{
+	(void)timeout_ms;
+	(void)cause;
+	return json_pack("{s:b}", "interrupted", id == 1);
+}
+
 /* Sends data on a fresh connection and reads until the server closes. */
 static void
 fuzz_send(const uint8_t *data, size_t size)
