@@ -985,6 +985,49 @@ bt_symbolize(struct bt_work *w, uintptr_t ip)
 	return s;
 }
 
+typedef char *(*bt_demangle_fn)(const char *, char *, size_t *, int *);
+
+/* A C++ symbol demangled without its parameter list into buf, using the
+ * process's own libstdc++ when it has one; else sym itself. */
+static const char *
+bt_demangle(const char *sym, char *buf, size_t len)
+{
+	static bt_demangle_fn fn;
+	static int looked;
+	char *out;
+	size_t i;
+	int status = -1, depth = 0;
+
+	if (sym == NULL || strncmp(sym, "_Z", 2) != 0)
+		return sym;
+	if (!looked) {
+		/* Only when the process already has it: never load it. */
+		void *h = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_NOLOAD);
+
+		fn = (bt_demangle_fn)dlsym(h ? h : RTLD_DEFAULT,
+		    "__cxa_demangle");
+		looked = 1;
+	}
+	if (fn == NULL || (out = fn(sym, NULL, NULL, &status)) == NULL)
+		return sym;
+	/* Cut the parameters: the first '(' outside template brackets that
+	 * does not belong to "operator()". */
+	for (i = 0; out[i] != '\0'; i++) {
+		if (out[i] == '<')
+			depth++;
+		else if (out[i] == '>' && depth > 0)
+			depth--;
+		else if (out[i] == '(' && depth == 0 &&
+		    !(i >= 8 && strncmp(out + i - 8, "operator", 8) == 0)) {
+			out[i] = '\0';
+			break;
+		}
+	}
+	snprintf(buf, len, "%s", out);
+	free(out);
+	return buf;
+}
+
 /* Merges thread ti's native addresses with its Python frames: each eval
  * loop frame stands for the Python frames up to the next entry frame. */
 static int
@@ -995,6 +1038,7 @@ bt_merge(struct bt_work *w, int ti, const uintptr_t *ips, int nips)
 	int npy = w->npy[ti], j = 0, k, cap = 0, evalf;
 	const struct bt_sym *s;
 	const char *lib, *sym;
+	char name[512];
 	uintptr_t base;
 
 	for (k = 0; k < nips; k++) {
@@ -1014,7 +1058,8 @@ bt_merge(struct bt_work *w, int ti, const uintptr_t *ips, int nips)
 			} while (!py[j++].entry && j < npy);
 			continue;
 		}
-		if (bt_push(t, &cap, BACKTRACE_NATIVE, sym, lib, 0,
+		if (bt_push(t, &cap, BACKTRACE_NATIVE,
+			bt_demangle(sym, name, sizeof name), lib, 0,
 			ips[k] - base) != 0)
 			return -1;
 	}

@@ -292,3 +292,27 @@ def test_text_output_format(workload):
         assert re.match(r'^thread \d+ ".*": .+$', lines[0]), lines[0]
         for l in lines[1:]:
             assert re.match(r"^    (\(.*\)|\S.* \(.+:\d+\)|\S.* \[.+\+0x[0-9a-f]+\])$", l), l
+
+
+TORCH_LOOP = """
+import os, torch
+a = torch.randn(256, 256)
+print("ready", os.getpid(), flush=True)
+while True:
+    a = torch.tanh(a @ a.t() / 256)
+"""
+
+
+def test_cpp_frames_are_demangled(spawn, tmp_path):
+    s = tmp_path / "mm.py"
+    s.write_text(TORCH_LOOP)
+    p = spawn(str(s))
+    p.wait_out("ready")
+
+    def demangled():
+        frames = [f["func"] for t in bt_json(p.pid) for f in t["frames"]
+                  if f["type"] == "Native"]
+        return [f for f in frames if f.startswith("at::")] and frames
+
+    frames = wait_for(demangled, 20, "a frame inside ATen")
+    assert not [f for f in frames if f.startswith("_Z")], frames
