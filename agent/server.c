@@ -639,7 +639,7 @@ server_loop(void *unused)
 int
 server_start(char **cause)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun;
 	char name[64];
 	const char *token = getenv("PROBING_AUTH_TOKEN");
 	pthread_t t;
@@ -663,9 +663,7 @@ server_start(char **cause)
 	evhttp_set_gencb(server_http, server_handle, NULL);
 
 	endpoint_socket_name(agent_pid, name, sizeof name);
-	memcpy(sun.sun_path + 1, name, strlen(name));
-	sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-	    strlen(name));
+	sl = endpoint_socket_addr(agent_pid, &sun);
 	server_unix_fd = server_listen(AF_UNIX, (struct sockaddr *)&sun, sl,
 	    "@probing socket", cause);
 	if (server_unix_fd < 0)

@@ -1,5 +1,6 @@
 /* Endpoint strings: a pid, host:port, or a comma-separated list of them. */
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,20 @@ endpoint_parse_list(
 fail:
 	free(list);
 	return -1;
+}
+
+socklen_t
+endpoint_socket_addr(pid_t pid, struct sockaddr_un *sun)
+{
+	char name[64];
+	size_t n;
+
+	endpoint_socket_name(pid, name, sizeof name);
+	n = strlen(name);
+	memset(sun, 0, sizeof *sun);
+	sun->sun_family = AF_UNIX;
+	memcpy(sun->sun_path + 1, name, n); /* sun_path[0] = 0: abstract */
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
 }
 
 void

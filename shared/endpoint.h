@@ -2,7 +2,9 @@
 #ifndef PROBING_ENDPOINT_H
 #define PROBING_ENDPOINT_H
 
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 enum endpoint_kind { ENDPOINT_PID, ENDPOINT_TCP };
 
@@ -21,5 +23,7 @@ int endpoint_parse_list(
     const char *text, struct endpoint **out, int *n, char **cause);
 /* Writes the abstract unix socket name of pid (without the leading NUL). */
 void endpoint_socket_name(pid_t pid, char *buf, size_t len);
+/* Fills sun with pid's abstract socket address; returns its length. */
+socklen_t endpoint_socket_addr(pid_t pid, struct sockaddr_un *sun);
 
 #endif

@@ -32,15 +32,10 @@ client_now_ms(void)
 static int
 client_connect_unix(pid_t pid)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	char name[64];
-	socklen_t sl;
+	struct sockaddr_un sun;
+	socklen_t sl = endpoint_socket_addr(pid, &sun);
 	int fd;
 
-	endpoint_socket_name(pid, name, sizeof name);
-	memcpy(sun.sun_path + 1, name, strlen(name));
-	sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-	    strlen(name));
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;

@@ -137,14 +137,10 @@ cmd_config_set(struct cmd_ctx *ctx, char *arg)
 static int
 cmd_config_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	int c, rc, fmt = FMT_TABLE;
+	int rc, fmt = FMT_TABLE;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		if ((fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
-			return EXIT_USAGE;
-	}
+	if (cmd_getopt_format(ctx, argc, argv, &fmt) != 0)
+		return EXIT_USAGE;
 	if (argc - optind > 1)
 		return cmd_usage(ctx->entry, "too many arguments");
 	if ((rc = cmd_require_targets(ctx)) != 0)

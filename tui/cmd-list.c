@@ -75,15 +75,11 @@ cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	struct passwd *pw;
 	struct stat sb;
 	char path[64], unixname[80], *cmd, *cause = NULL;
-	int c, fmt = FMT_TABLE, n, i, status;
+	int fmt = FMT_TABLE, n, i, status;
 	pid_t *pids;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		if ((fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
-			return EXIT_USAGE;
-	}
+	if (cmd_getopt_format(ctx, argc, argv, &fmt) != 0)
+		return EXIT_USAGE;
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
 	all = json_pack("{s:[s,s,s,s,s,s], s:[]}", "columns", "pid", "user",

@@ -17,15 +17,11 @@ static const char cmd_tables_sql[] =
 static int
 cmd_tables_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	int c, fmt = FMT_TABLE, failed, rc;
+	int fmt = FMT_TABLE, failed, rc;
 	json_t *result;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		if ((fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
-			return EXIT_USAGE;
-	}
+	if (cmd_getopt_format(ctx, argc, argv, &fmt) != 0)
+		return EXIT_USAGE;
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
 	if ((rc = cmd_require_targets(ctx)) != 0)

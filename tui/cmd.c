@@ -195,6 +195,20 @@ cmd_getopt(struct cmd_ctx *ctx, int argc, char **argv, const char *opts)
 }
 
 int
+cmd_getopt_format(struct cmd_ctx *ctx, int argc, char **argv, int *fmt)
+{
+	int c;
+
+	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
+		if (c != 'f')
+			return -1;
+		if ((*fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int
 cmd_require_targets(struct cmd_ctx *ctx)
 {
 	char *cause = NULL;

@@ -45,6 +45,9 @@ void cmd_print_man(FILE *);
 int cmd_getopt(struct cmd_ctx *, int argc, char **argv, const char *opts);
 /* Parses the targets; returns 0, or the exit code after an error. */
 int cmd_require_targets(struct cmd_ctx *);
+/* Parses the options of a command whose only option is -f FORMAT (and
+ * -t); 0, or -1 after a usage error. */
+int cmd_getopt_format(struct cmd_ctx *, int argc, char **argv, int *fmt);
 /* Parses -f FORMAT; returns the format index or -1 after a usage error. */
 int cmd_parse_format(const struct cmd_entry *, const char *arg,
     const char *const *allowed);

@@ -87,16 +87,13 @@ eval_interrupt(long id, int timeout_ms, char **cause)
 static void
 fuzz_send(const uint8_t *data, size_t size)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun;
 	struct pollfd pfd;
-	char name[64], buf[65536];
+	char buf[65536];
 	socklen_t sl;
 	int fd;
 
-	endpoint_socket_name(agent_pid, name, sizeof name);
-	memcpy(sun.sun_path + 1, name, strlen(name));
-	sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-	    strlen(name));
+	sl = endpoint_socket_addr(agent_pid, &sun);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sl) != 0)
 		abort();
