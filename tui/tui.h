@@ -58,6 +58,7 @@ extern const struct cmd_entry cmd_eval_entry;
 extern const struct cmd_entry cmd_repl_entry;
 extern const struct cmd_entry cmd_config_entry;
 extern const struct cmd_entry cmd_list_entry;
+extern const struct cmd_entry cmd_top_entry;
 extern const struct cmd_entry cmd_tables_entry;
 extern const struct cmd_entry cmd_inject_entry;
 extern const struct cmd_entry cmd_help_entry;

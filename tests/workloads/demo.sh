@@ -1,26 +1,51 @@
 #!/bin/sh
-# make demo: start the bundled training workload with the agent and show
-# what probing sees in it.
+# make demo: start two small PyTorch training processes with the agent
+# (one slower than the other), open `probing top` on them, and stop them
+# when it quits. Without a terminal it prints `top --batch` three times.
 set -u
 cd "$(dirname "$0")/../.."
 base=$PWD/.build/demo
+mkdir -p "$base"
 site=$(PYTHONUSERBASE=$base /usr/bin/python3 -c 'import site; print(site.getusersitepackages())')
 make -s install PREFIX="$base/prefix" PYSITE="$site" >/dev/null || exit 1
+if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+	echo "demo: python3-torch is missing (make deps)" >&2
+	exit 1
+fi
+
+pids=""
+stop() {
+	[ -n "$pids" ] && kill $pids 2>/dev/null
+	pids=""
+}
+trap stop EXIT
+trap 'stop; exit 130' INT TERM HUP
 
 PYTHONUSERBASE=$base PROBING=1 /usr/bin/python3 tests/workloads/demo_train.py \
-    >"$base/train.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null' EXIT INT TERM
-i=0
-until ./probing -t $pid query "SELECT 1" >/dev/null 2>&1; do
-	i=$((i + 1)); [ $i -gt 200 ] && { echo "demo: agent did not start"; cat "$base/train.log"; exit 1; }
-	sleep 0.05
+    >"$base/train-fast.log" 2>&1 &
+fast=$!
+PYTHONUSERBASE=$base PROBING=1 /usr/bin/python3 tests/workloads/demo_train.py --slow \
+    >"$base/train-slow.log" 2>&1 &
+slow=$!
+pids="$fast $slow"
+echo "$pids" >"$base/demo.pids"
+
+# Wait for both agents to answer and to have traced a first step.
+for p in $fast $slow; do
+	i=0
+	until [ "$(./probing -t $p query -f csv "SELECT COUNT(*) > 0 FROM python.torch_trace WHERE stage = 'step'" 2>/dev/null | tail -1)" = 1 ]; do
+		i=$((i + 1))
+		if [ $i -gt 600 ] || ! kill -0 $p 2>/dev/null; then
+			echo "demo: the training processes did not start" >&2
+			cat "$base/train-fast.log" "$base/train-slow.log" >&2
+			exit 1
+		fi
+		sleep 0.05
+	done
 done
-show() { printf '\n$ %s\n' "$*"; "$@"; }
-show ./probing list
-show ./probing -t $pid eval "model"
-show ./probing -t $pid eval "step, loss.item()"
-show ./probing -t $pid config
-sleep 1
-show ./probing -t $pid query "SELECT module, stage, COUNT(*) AS calls, ROUND(AVG(duration)*1000, 3) AS avg_ms FROM python.torch_trace GROUP BY module, stage ORDER BY avg_ms DESC LIMIT 12"
-show ./probing -t $pid query "SELECT COUNT(*) AS rows FROM python.torch_trace"
+
+if [ -t 0 ] && [ -t 1 ]; then
+	./probing -t "$fast,$slow" top "$@"
+else
+	./probing -t "$fast,$slow" top --batch --iterations 3 "$@"
+fi
