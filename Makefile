@@ -133,11 +133,14 @@ unit: all
 e2e: all
 	@tests/run e2e
 
+# The sanitizer flags travel in the environment so that the `make install`
+# the end-to-end tests run builds the same way.
 asan: deps
 	@$(MAKE) --no-print-directory clean
-	@$(MAKE) --no-print-directory all CFLAGS="-O1 -g -fno-omit-frame-pointer" \
-	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 tests/run unit e2e; rc=$$?; \
+	@export CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1; \
+	  $(MAKE) --no-print-directory all && tests/run unit e2e; rc=$$?; \
 	  $(MAKE) --no-print-directory clean; exit $$rc
 
 demo: deps

@@ -62,8 +62,8 @@ agent_init(void)
 		return;
 	agent_pid = getpid();
 	if (logp == NULL || *logp == '\0') {
-		snprintf(path, sizeof path, "/tmp/probing-%d.log",
-		    (int)agent_pid);
+		snprintf(
+		    path, sizeof path, "/tmp/probing-%d.log", (int)agent_pid);
 		logp = path;
 	}
 	log_open(logp);
@@ -116,7 +116,8 @@ agent_py_log_path(PyObject *self, PyObject *args)
 static PyObject *
 agent_py_table_register(PyObject *self, PyObject *args, PyObject *kw)
 {
-	static char name_kw[] = "name", fn_kw[] = "fn", columns_kw[] = "columns";
+	static char name_kw[] = "name", fn_kw[] = "fn",
+		    columns_kw[] = "columns";
 	static char *kwlist[] = { name_kw, fn_kw, columns_kw, NULL };
 	PyObject *fn, *columns = Py_None;
 	const char *name;
@@ -147,11 +148,9 @@ static PyMethodDef agent_py_methods[] = {
 	{ NULL, NULL, 0, NULL },
 };
 
-static struct PyModuleDef agent_py_module = {
-	PyModuleDef_HEAD_INIT, "probing._core",
-	"the probing agent, running inside this process", -1,
-	agent_py_methods, NULL, NULL, NULL, NULL
-};
+static struct PyModuleDef agent_py_module = { PyModuleDef_HEAD_INIT,
+	"probing._core", "the probing agent, running inside this process", -1,
+	agent_py_methods, NULL, NULL, NULL, NULL };
 
 PyObject *
 agent_py_core(void)

@@ -1004,8 +1004,8 @@ bt_demangle(const char *sym, char *buf, size_t len)
 		/* Only when the process already has it: never load it. */
 		void *h = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_NOLOAD);
 
-		fn = (bt_demangle_fn)dlsym(h ? h : RTLD_DEFAULT,
-		    "__cxa_demangle");
+		fn = (bt_demangle_fn)dlsym(
+		    h ? h : RTLD_DEFAULT, "__cxa_demangle");
 		looked = 1;
 	}
 	if (fn == NULL || (out = fn(sym, NULL, NULL, &status)) == NULL)

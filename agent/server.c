@@ -32,13 +32,13 @@
 #define SERVER_THREADS 4
 
 /* A route's work; returns the reply or NULL with *cause and *status. */
-typedef json_t *(*server_run_fn)(json_t *body, int timeout_ms, int *status,
-    char **cause);
+typedef json_t *(*server_run_fn)(
+    json_t *body, int timeout_ms, int *status, char **cause);
 
 struct server_route {
 	const char *path;
 	enum evhttp_cmd_type method;
-	int public; /* served on TCP without a token */
+	int public;  /* served on TCP without a token */
 	int inline_; /* cheap: runs on the loop thread */
 	server_run_fn run;
 };
@@ -66,8 +66,8 @@ static char *server_token;
 
 static pthread_mutex_t server_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t server_work = PTHREAD_COND_INITIALIZER;
-static TAILQ_HEAD(, server_job) server_queue =
-    TAILQ_HEAD_INITIALIZER(server_queue);
+static TAILQ_HEAD(, server_job) server_queue = TAILQ_HEAD_INITIALIZER(
+    server_queue);
 static int server_threads;
 
 /* Compares n bytes in time that does not depend on where they differ. */
@@ -225,7 +225,8 @@ static json_t *
 server_config_set(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	const char *key = server_arg(body, "key", cause);
-	json_t *v = json_is_object(body) ? json_object_get(body, "value") : NULL;
+	json_t *v =
+	    json_is_object(body) ? json_object_get(body, "value") : NULL;
 	char num[64];
 	const char *text;
 
@@ -238,8 +239,8 @@ server_config_set(json_t *body, int timeout_ms, int *status, char **cause)
 	else if (json_is_boolean(v))
 		text = json_is_true(v) ? "true" : "false";
 	else if (json_is_integer(v)) {
-		snprintf(num, sizeof num, "%lld",
-		    (long long)json_integer_value(v));
+		snprintf(
+		    num, sizeof num, "%lld", (long long)json_integer_value(v));
 		text = num;
 	} else if (json_is_real(v)) {
 		snprintf(num, sizeof num, "%.17g", json_real_value(v));
@@ -300,8 +301,8 @@ static void
 server_job_run(struct server_job *job)
 {
 	job->status = 200;
-	job->reply = job->route->run(job->body, job->timeout_ms, &job->status,
-	    &job->cause);
+	job->reply = job->route->run(
+	    job->body, job->timeout_ms, &job->status, &job->cause);
 	if (job->reply == NULL && job->status == 200)
 		job->status = 400;
 }
@@ -365,8 +366,8 @@ server_queue_job(struct server_job *job, char **cause)
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setstacksize(&attr, 1024 * 1024);
 		while (server_threads < SERVER_THREADS) {
-			err = pthread_create(&t, &attr, server_thread_main,
-			    NULL);
+			err =
+			    pthread_create(&t, &attr, server_thread_main, NULL);
 			if (err != 0)
 				break;
 			pthread_setname_np(t, "probing-req");
@@ -393,8 +394,8 @@ server_check_peer(struct evhttp_request *req, const struct server_route *r,
     char *msg, size_t len)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	evutil_socket_t fd = bufferevent_getfd(
-	    evhttp_connection_get_bufferevent(evcon));
+	evutil_socket_t fd =
+	    bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
 	struct sockaddr_storage ss = { 0 };
 	socklen_t sl = sizeof ss;
 	struct ucred cred;
@@ -425,8 +426,8 @@ server_check_peer(struct evhttp_request *req, const struct server_route *r,
 	}
 	if (r == NULL || r->public || server_token == NULL)
 		return 0;
-	auth = evhttp_find_header(evhttp_request_get_input_headers(req),
-	    "Authorization");
+	auth = evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "Authorization");
 	tlen = strlen(server_token);
 	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
 	    strlen(auth + 7) != tlen ||
@@ -484,15 +485,15 @@ server_handle(struct evhttp_request *req, void *unused)
 	job->req = req;
 	job->route = r;
 	job->timeout_ms = PROTO_DEFAULT_GIL_MS;
-	t = evhttp_find_header(evhttp_request_get_input_headers(req),
-	    PROTO_TIMEOUT_HDR);
+	t = evhttp_find_header(
+	    evhttp_request_get_input_headers(req), PROTO_TIMEOUT_HDR);
 	if (t != NULL && atoi(t) > 0)
 		job->timeout_ms = atoi(t);
 	if (method == EVHTTP_REQ_POST) {
 		in = evhttp_request_get_input_buffer(req);
 		n = evbuffer_get_length(in);
-		job->body = json_loadb((const char *)evbuffer_pullup(in, -1),
-		    n, 0, &jerr);
+		job->body = json_loadb(
+		    (const char *)evbuffer_pullup(in, -1), n, 0, &jerr);
 		if (job->body == NULL) {
 			snprintf(msg, sizeof msg,
 			    "malformed JSON in request body: %s (line %d, "
@@ -532,8 +533,8 @@ server_listen(int family, const struct sockaddr *sa, socklen_t sl,
 	if (family != AF_UNIX)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (bind(fd, sa, sl) != 0 || listen(fd, 128) != 0) {
-		cause_set(cause, "cannot listen on %s: %s", what,
-		    strerror(errno));
+		cause_set(
+		    cause, "cannot listen on %s: %s", what, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -550,13 +551,12 @@ server_set_port_now(int port, char **cause)
 
 	if (port != 0) {
 		sin.sin_port = htons((uint16_t)port);
-		sin.sin_addr.s_addr = htonl(server_token != NULL
-			? INADDR_ANY
-			: INADDR_LOOPBACK);
+		sin.sin_addr.s_addr =
+		    htonl(server_token != NULL ? INADDR_ANY : INADDR_LOOPBACK);
 		snprintf(what, sizeof what, "%s:%d",
 		    server_token != NULL ? "0.0.0.0" : "127.0.0.1", port);
-		fd = server_listen(AF_INET, (struct sockaddr *)&sin, sizeof sin,
-		    what, cause);
+		fd = server_listen(
+		    AF_INET, (struct sockaddr *)&sin, sizeof sin, what, cause);
 		if (fd < 0)
 			return -1;
 	}
@@ -612,8 +612,8 @@ server_apply_port(double v, char **cause)
 	struct server_call c = { (int)v, 0, NULL, 0 };
 	struct timeval now = { 0, 0 };
 
-	if (event_base_once(server_base, -1, EV_TIMEOUT, server_call_cb, &c,
-		&now) != 0) {
+	if (event_base_once(
+		server_base, -1, EV_TIMEOUT, server_call_cb, &c, &now) != 0) {
 		cause_set(cause, "cannot reach the server loop");
 		return -1;
 	}
@@ -664,8 +664,8 @@ server_start(char **cause)
 
 	endpoint_socket_name(agent_pid, name, sizeof name);
 	sl = endpoint_socket_addr(agent_pid, &sun);
-	server_unix_fd = server_listen(AF_UNIX, (struct sockaddr *)&sun, sl,
-	    "@probing socket", cause);
+	server_unix_fd = server_listen(
+	    AF_UNIX, (struct sockaddr *)&sun, sl, "@probing socket", cause);
 	if (server_unix_fd < 0)
 		return -1;
 	if (evhttp_accept_socket(server_http, server_unix_fd) != 0) {
@@ -684,8 +684,8 @@ server_start(char **cause)
 	config_on_change(CONFIG_SERVER_PORT, server_apply_port);
 	err = pthread_create(&t, NULL, server_loop, NULL);
 	if (err != 0) {
-		cause_set(cause, "cannot start the server thread: %s",
-		    strerror(err));
+		cause_set(
+		    cause, "cannot start the server thread: %s", strerror(err));
 		return -1;
 	}
 	pthread_detach(t);

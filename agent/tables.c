@@ -13,8 +13,7 @@ tbl_register_all(sqlite3 *db, char **cause)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof tbl_registrars / sizeof tbl_registrars[0];
-	     i++) {
+	for (i = 0; i < sizeof tbl_registrars / sizeof tbl_registrars[0]; i++) {
 		if (tbl_registrars[i](db, cause) != 0)
 			return -1;
 	}

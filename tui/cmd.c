@@ -52,8 +52,8 @@ cmd_find(const char *name)
 void
 cmd_print_help(FILE *f, const struct cmd_entry *e)
 {
-	fprintf(f, "usage: probing %s%s%s %s\n", e->needs_target ? "-t TARGET " : "",
-	    e->name, "", e->args);
+	fprintf(f, "usage: probing %s%s%s %s\n",
+	    e->needs_target ? "-t TARGET " : "", e->name, "", e->args);
 	fprintf(f, "%s\n", e->help);
 	if (e->alias != NULL)
 		fprintf(f, "alias: %s\n", e->alias);
@@ -71,7 +71,8 @@ cmd_print_overview(FILE *f)
 	      "commands:\n",
 	    f);
 	for (i = 0; cmd_table[i] != NULL; i++)
-		fprintf(f, "  %-9s %s\n", cmd_table[i]->name, cmd_table[i]->help);
+		fprintf(
+		    f, "  %-9s %s\n", cmd_table[i]->name, cmd_table[i]->help);
 	fprintf(f, "\noptions:\n%s", cmd_global_detail);
 	fputs("\nexit status: 0 ok, 1 failure, 2 usage error\n", f);
 }
@@ -102,8 +103,8 @@ cmd_fail(const char *cause)
 }
 
 int
-cmd_parse_format(const struct cmd_entry *e, const char *arg,
-    const char *const *allowed)
+cmd_parse_format(
+    const struct cmd_entry *e, const char *arg, const char *const *allowed)
 {
 	int i;
 
@@ -142,13 +143,14 @@ cmd_print_man(FILE *f)
 
 	fprintf(f, ".TH PROBING 1 \"\" \"probing %s\" \"User Commands\"\n",
 	    PROBING_VERSION);
-	fputs(".SH NAME\nprobing \\- look inside a running Python / PyTorch "
-	      "process\n.SH SYNOPSIS\n.B probing\n[\\fB\\-t\\fR \\fITARGET\\fR] "
-	      "\\fICOMMAND\\fR [\\fIARGS\\fR]\n.SH DESCRIPTION\n"
-	      "probing attaches to a Python process (injected with ptrace, or "
-	      "started with PROBING=1) and answers SQL queries over live "
-	      "in-process tables, runs Python in it, and shows its stacks.\n"
-	      ".SH OPTIONS\n.nf\n",
+	fputs(
+	    ".SH NAME\nprobing \\- look inside a running Python / PyTorch "
+	    "process\n.SH SYNOPSIS\n.B probing\n[\\fB\\-t\\fR \\fITARGET\\fR] "
+	    "\\fICOMMAND\\fR [\\fIARGS\\fR]\n.SH DESCRIPTION\n"
+	    "probing attaches to a Python process (injected with ptrace, or "
+	    "started with PROBING=1) and answers SQL queries over live "
+	    "in-process tables, runs Python in it, and shows its stacks.\n"
+	    ".SH OPTIONS\n.nf\n",
 	    f);
 	cmd_man_text(f, cmd_global_detail);
 	fputs(".fi\n.SH COMMANDS\n", f);
@@ -203,7 +205,8 @@ cmd_getopt_format(struct cmd_ctx *ctx, int argc, char **argv, int *fmt)
 	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
 		if (c != 'f')
 			return -1;
-		if ((*fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) < 0)
+		if ((*fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) <
+		    0)
 			return -1;
 	}
 	return 0;
@@ -216,12 +219,13 @@ cmd_require_targets(struct cmd_ctx *ctx)
 	int rc;
 
 	if (ctx->target_text == NULL)
-		return cmd_usage(ctx->entry, "no target: give -t PID or -t "
-					     "HOST:PORT");
+		return cmd_usage(ctx->entry,
+		    "no target: give -t PID or -t "
+		    "HOST:PORT");
 	if (ctx->targets != NULL)
 		return 0;
-	if (endpoint_parse_list(ctx->target_text, &ctx->targets,
-		&ctx->ntargets, &cause) != 0) {
+	if (endpoint_parse_list(
+		ctx->target_text, &ctx->targets, &ctx->ntargets, &cause) != 0) {
 		rc = cmd_usage(ctx->entry, "%s", cause_str(cause));
 		free(cause);
 		return rc;

@@ -25,9 +25,10 @@ struct cmd_ctx {
 struct cmd_entry {
 	const char *name;
 	const char *alias;
-	const char *args;   /* usage after the name */
-	const char *help;   /* one line */
-	const char *detail; /* option lines for `help COMMAND` and the man page */
+	const char *args; /* usage after the name */
+	const char *help; /* one line */
+	const char
+	    *detail; /* option lines for `help COMMAND` and the man page */
 	int needs_target;
 	int (*exec)(struct cmd_ctx *, int argc, char **argv);
 };
@@ -49,8 +50,8 @@ int cmd_require_targets(struct cmd_ctx *);
  * -t); 0, or -1 after a usage error. */
 int cmd_getopt_format(struct cmd_ctx *, int argc, char **argv, int *fmt);
 /* Parses -f FORMAT; returns the format index or -1 after a usage error. */
-int cmd_parse_format(const struct cmd_entry *, const char *arg,
-    const char *const *allowed);
+int cmd_parse_format(
+    const struct cmd_entry *, const char *arg, const char *const *allowed);
 
 /* cmd-*.c */
 extern const struct cmd_entry cmd_query_entry;
@@ -79,8 +80,8 @@ char *cmd_list_cmdline(pid_t);
 pid_t *cmd_list_pids(int *n);
 
 /* cmd-inject.c */
-int cmd_inject_agent_path(int major, int minor, char *out, size_t len,
-    char **cause);
+int cmd_inject_agent_path(
+    int major, int minor, char *out, size_t len, char **cause);
 
 /* cmd-query.c */
 json_t *cmd_query_run(struct cmd_ctx *, const char *sql, int *failed);

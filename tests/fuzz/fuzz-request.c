@@ -56,7 +56,7 @@ eval_complete(const char *text, int timeout_ms, char **cause)
 json_t *
 eval_start(const char *code, int final, int timeout_ms, char **cause)
 {
-	(void)final;
+	(void) final;
 	(void)timeout_ms;
 	(void)cause;
 	return strcmp(code, "more") == 0 ? json_pack("{s:b}", "more", 1)
