@@ -3,6 +3,7 @@
  * Python are replaced by stand-ins; routing, peer checks, JSON bodies and
  * config parsing are the real code. */
 #include <poll.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -116,6 +117,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *cause = NULL;
 
 	if (!started) {
+		/* As in a real agent, whose threads block every signal: a
+		 * client that hangs up must not kill the process. */
+		signal(SIGPIPE, SIG_IGN);
 		agent_pid = getpid();
 		if (server_start(&cause) != 0) {
 			fprintf(stderr, "server_start: %s\n", cause);
