@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 
 #include <langinfo.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,16 +142,23 @@ ui_chgat(WINDOW *win, int y, int x, int n, int attr)
 	    (short)PAIR_NUMBER(attr), NULL);
 }
 
+/* Reads every pending key. Readable with no key means the terminal hung
+ * up (an SSH session that dropped): quit rather than spin on it. */
 static void
 ui_stdin_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct top *top = arg;
-	int ch;
+	struct pollfd pfd = { fd, POLLIN, 0 };
+	int ch, keys = 0;
 
-	(void)fd;
 	(void)what;
-	while ((ch = getch()) != ERR)
+	while ((ch = getch()) != ERR) {
 		ui_key(top, ch);
+		keys++;
+	}
+	if (keys == 0 && poll(&pfd, 1, 0) == 1 &&
+	    (pfd.revents & (POLLHUP | POLLERR | POLLNVAL | POLLIN)) != 0)
+		event_base_loopbreak(top->base);
 }
 
 int

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import PROBING, PY, ROOT, probing, wait_for
+from conftest import PROBING, PY, ROOT, WORKLOADS, probing, wait_for
 
 try:
     import torch  # noqa: F401
@@ -341,3 +341,67 @@ def test_top_usage_errors():
     assert r.returncode == 2 and "invalid --interval" in r.stderr
     r = probing("-t", "1", "top", input="")
     assert r.returncode == 1 and "needs a terminal" in r.stderr
+
+
+def test_top_across_network_namespaces(spawn):
+    """Two agents in a network namespace of their own, reached over a veth
+    pair with a token: the unix socket is out of reach there, TCP is not."""
+    n = os.getpid() % 200 + 20
+    ns, host, peer = "probing-t%d" % n, "prbh%d" % n, "prbp%d" % n
+    net = "10.231.%d" % n
+
+    def ip(*args):
+        subprocess.run(["ip"] + list(args), check=True, capture_output=True)
+
+    ip("netns", "add", ns)
+    try:
+        ip("link", "add", host, "type", "veth", "peer", "name", peer)
+        ip("link", "set", peer, "netns", ns)
+        ip("addr", "add", net + ".1/24", "dev", host)
+        ip("link", "set", host, "up")
+        ip("netns", "exec", ns, "ip", "addr", "add", net + ".2/24", "dev", peer)
+        ip("netns", "exec", ns, "ip", "link", "set", peer, "up")
+        ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        env = {"PROBING_AUTH_TOKEN": "n3t"}
+        targets = []
+        for port in (9101, 9102):
+            spawn(None, wait=False, env=dict(env, PROBING_PORT=str(port)),
+                  argv=["ip", "netns", "exec", ns, PY, os.path.join(WORKLOADS, "idle.py")])
+            targets.append("%s.2:%d" % (net, port))
+
+        def both_idle():
+            r = probing("-t", ",".join(targets), "top", "--batch", env=env, timeout=30)
+            rows = [l for l in r.stdout.splitlines() if l.startswith(net)]
+            return len(rows) == 2 and all(" idle " in l and "idle.py" in l for l in rows) and rows
+        wait_for(both_idle, 30, "both agents in the namespace", interval=0.3)
+        r = probing("-t", targets[0], "query", "SELECT 1", env={"PROBING_AUTH_TOKEN": "bad"})
+        assert r.returncode == 1 and "wrong token" in r.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host], capture_output=True)
+
+
+def test_top_exits_when_its_terminal_vanishes(spawn):
+    """A dropped SSH session: the pty goes away and SIGHUP is ignored
+    (nohup). top must exit instead of spinning on a dead terminal."""
+    import pty
+    p = spawn("idle.py")
+    m, s = pty.openpty()
+    subprocess.run(["stty", "-F", os.ttyname(s), "rows", "40", "cols", "120"], check=True)
+    top = subprocess.Popen([PROBING, "-t", str(p.pid), "top"], stdin=s, stdout=s, stderr=s,
+                           env=dict(os.environ, TERM="xterm"), start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    os.close(s)
+    try:
+        out = b""
+        def drawn():
+            nonlocal out
+            out += os.read(m, 65536)
+            return b"Processes" in out
+        wait_for(drawn, 20, "the first frame")
+        os.close(m)
+        wait_for(lambda: top.poll() is not None, 10, "top to exit after the hangup")
+    finally:
+        if top.poll() is None:
+            top.kill()
+        top.wait()

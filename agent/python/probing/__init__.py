@@ -16,11 +16,12 @@ Only the standard library is used: HTTP/1.1 with JSON bodies over the
 abstract unix socket @probing-<pid>, or TCP with a bearer token.
 """
 import builtins as _builtins
-import http.client as _http
-import json as _json
 import os as _os
-import socket as _socket
 import sys as _sys
+
+# http.client, json and socket are imported when a Probe is made, not here:
+# this module is also imported inside every probed job, where they would
+# cost megabytes of memory for nothing.
 
 __version__ = "0.1.0"
 __all__ = ["connect", "Probe", "table", "Error", "ConnectionError",
@@ -65,20 +66,23 @@ class RemoteError(Error):
                                                  self.remote_traceback.rstrip("\n"))
 
 
-class _UnixHTTPConnection(_http.HTTPConnection):
-    def __init__(self, pid, timeout):
-        super().__init__("probing", timeout=timeout)
-        self._pid = pid
+def _unix_connection(pid, timeout):
+    """An http.client connection to the abstract socket @probing-<pid>."""
+    import http.client
+    import socket
 
-    def connect(self):
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect("\0probing-%d" % self._pid)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def connect(self):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect("\0probing-%d" % pid)
+            except BaseException:
+                s.close()
+                raise
+            self.sock = s
+
+    return UnixHTTPConnection("probing", timeout=timeout)
 
 
 def _no_agent(pid, err):
@@ -131,8 +135,11 @@ class Probe:
     # transport -----------------------------------------------------
 
     def _request(self, method, path, body=None):
+        import http.client as _http
+        import json as _json
+
         if self.pid is not None:
-            conn = _UnixHTTPConnection(self.pid, self.timeout + 30)
+            conn = _unix_connection(self.pid, self.timeout + 30)
         else:
             conn = _http.HTTPConnection(self.host, self.port,
                                         timeout=self.timeout + 30)

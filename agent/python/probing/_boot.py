@@ -4,7 +4,6 @@ Imported by probing.pth only when PROBING is set and not 0. Never raises:
 a bad value is reported once on stderr and the program goes on.
 """
 import os
-import re
 import sys
 
 _MODES = "0, 1, 2, followed, nested, regex:PATTERN or NAME.py"
@@ -44,11 +43,14 @@ def _wanted(value):
     """Returns (load, keep_env) for a PROBING value, or None if invalid."""
     v = value.strip()
     low = v.lower()
+    if low in ("", "0"):
+        return False, True
     if low in ("1", "followed"):
         return True, False
     if low in ("2", "nested"):
         return True, True
     if low.startswith("regex:"):
+        import re
         try:
             pat = re.compile(v[6:])
         except re.error as e:
