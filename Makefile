@@ -22,7 +22,7 @@ LDFLAGS ?=
 DEPS_PKGS := libevent-dev libsqlite3-dev python3-dev libjansson-dev \
              libunwind-dev libncurses-dev libedit-dev pkg-config \
              python3-torch python3-pytest python3-pexpect tmux gdb \
-             clang libclang-rt-14-dev hyperfine xxd psmisc \
+             clang libclang-rt-14-dev hyperfine xxd psmisc valgrind iproute2 \
              imagemagick fonts-dejavu-core
 
 B := .build
@@ -41,7 +41,7 @@ AGENT_SO := agent/libprobing-$(PYVER).so
 AGENT_LIBS := -levent_pthreads -levent -ljansson -lsqlite3 -lunwind -lpthread
 TUI_LIBS := -levent -ljansson -lncursesw -ledit -lm
 
-.PHONY: all agent deps deps-check test unit e2e demo install asan lint \
+.PHONY: all agent deps deps-check test unit e2e demo install asan lint bench-instr \
         format format-check bench screenshots fuzz clean help
 
 all: deps-check probing $(AGENT_SO) tests-bin
@@ -52,7 +52,7 @@ help:
 	@echo "make demo       run the bundled demo workload and look at it"
 	@echo "make install    PREFIX=$(PREFIX) PYTHON=$(PYTHON)"
 	@echo "make asan       the whole suite under ASan and UBSan"
-	@echo "make bench      the benchmarks under tests/bench/"
+	@echo "make bench      the benchmarks under tests/bench/ (bench-instr: instruction counts)"
 	@echo "make lint | format | format-check | fuzz | screenshots | deps | clean"
 
 # Installs what is missing, from Debian's archive only.
@@ -150,6 +150,11 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@for b in tests/bench/bench-*.py; do $(PYTHON) $$b || exit 1; done
+
+# Instruction counts under valgrind: slow, but untouched by a noisy machine.
+bench-instr: deps
+	@$(MAKE) --no-print-directory all
+	@$(PYTHON) tests/bench/instr-torch.py
 
 FUZZ := $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint $(B)/fuzz/fuzz-request
 FUZZ_CC := clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
