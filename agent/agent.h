@@ -83,6 +83,9 @@ struct tbl_ring_desc {
 	struct ring *ring;
 };
 int tbl_ring_register(sqlite3 *, const struct tbl_ring_desc *, char **cause);
+/* xOpen for every table: a zeroed cursor of size bytes (its first member
+ * is the sqlite3_vtab_cursor). */
+int tbl_cursor_open(size_t size, sqlite3_vtab_cursor **out);
 
 /* tbl-torch-trace.c */
 struct torch_trace_rec {

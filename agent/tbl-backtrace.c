@@ -95,14 +95,8 @@ tbl_backtrace_best_index(sqlite3_vtab *vt, sqlite3_index_info *info)
 static int
 tbl_backtrace_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
 {
-	struct tbl_backtrace_cursor *cur = sqlite3_malloc(sizeof *cur);
-
 	(void)vt;
-	if (cur == NULL)
-		return SQLITE_NOMEM;
-	memset(cur, 0, sizeof *cur);
-	*out = &cur->base;
-	return SQLITE_OK;
+	return tbl_cursor_open(sizeof(struct tbl_backtrace_cursor), out);
 }
 
 static int

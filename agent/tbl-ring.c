@@ -89,17 +89,27 @@ tbl_ring_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info)
 	return SQLITE_OK;
 }
 
-static int
-tbl_ring_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out)
+int
+tbl_cursor_open(size_t size, sqlite3_vtab_cursor **out)
 {
-	struct tbl_ring_cursor *cur = sqlite3_malloc(sizeof *cur);
+	void *cur = sqlite3_malloc64(size);
 
 	if (cur == NULL)
 		return SQLITE_NOMEM;
-	memset(cur, 0, sizeof *cur);
-	cur->desc = ((struct tbl_ring_vtab *)vtab)->desc;
-	*out = &cur->base;
+	memset(cur, 0, size);
+	*out = cur;
 	return SQLITE_OK;
+}
+
+static int
+tbl_ring_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out)
+{
+	int rc = tbl_cursor_open(sizeof(struct tbl_ring_cursor), out);
+
+	if (rc == SQLITE_OK)
+		((struct tbl_ring_cursor *)*out)->desc =
+		    ((struct tbl_ring_vtab *)vtab)->desc;
+	return rc;
 }
 
 static int
