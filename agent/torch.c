@@ -1439,6 +1439,8 @@ torch_uninstall(void)
 
 /* The import finder -------------------------------------------------------- */
 
+static void torch_start_setup(void);
+
 static void
 torch_finder_remove(void)
 {
@@ -1451,19 +1453,6 @@ torch_finder_remove(void)
 		if (PyList_GET_ITEM(meta, i) == T.finder &&
 		    PySequence_DelItem(meta, i) != 0)
 			PyErr_Clear();
-	}
-}
-
-/* torch finished importing: hooks in if wanted; the finder goes. */
-static void
-torch_imported(void)
-{
-	char *cause = NULL;
-
-	torch_finder_remove();
-	if (T.want && torch_install(&cause) != 0) {
-		log_info("torch: %s", cause_str(cause));
-		free(cause);
 	}
 }
 
@@ -1490,8 +1479,12 @@ torch_loaderwrap_exec(PyObject *self, PyObject *module)
 		PyErr_Clear();
 	Py_XDECREF(spec);
 	r = PyObject_CallMethod(orig, "exec_module", "O", module);
-	if (r != NULL && !T.child)
-		torch_imported();
+	/* The hooks go in from the setup thread once this import is over,
+	 * not from inside torch's own import. */
+	if (r != NULL && !T.child) {
+		torch_finder_remove();
+		torch_start_setup();
+	}
 	return r;
 }
 
@@ -1760,9 +1753,6 @@ torch_atfork_child(void)
 void
 torch_init(void)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t t;
 	const char *rank = getenv("RANK");
 
 	T.rank = rank ? atoi(rank) : 0;
@@ -1775,6 +1765,18 @@ torch_init(void)
 		log_info("torch: tracing off at start");
 		return;
 	}
+	torch_start_setup();
+}
+
+/* Starts the thread that sets tracing up under the GIL (all signals
+ * blocked in it). */
+static void
+torch_start_setup(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t t;
+
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_attr_init(&attr);

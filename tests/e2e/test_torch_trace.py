@@ -237,3 +237,33 @@ def test_buffer_size_keeps_newest(spawn):
     rows = q(p.pid, "SELECT step FROM python.torch_trace")
     assert len(rows) == 50
     assert min(x["step"] for x in rows) > 3
+
+
+IMPORT_AFTER = """
+import os, threading, time, _imp
+time.sleep(0.3)
+import torch
+m = torch.nn.Linear(2, 2)
+m(torch.randn(1, 2))
+time.sleep(0.5)
+done = []
+t = threading.Thread(target=lambda: (__import__("json"), done.append(1)), daemon=True)
+t.start()
+t.join(5)
+print("held", _imp.lock_held(), "other thread imported", bool(done), flush=True)
+time.sleep(60)
+"""
+
+
+def test_import_torch_under_the_agent_leaves_the_import_lock_free(spawn, tmp_path):
+    # Regression: installing the hooks from inside torch's own import left
+    # the interpreter's import lock held, so other threads could not import.
+    s = tmp_path / "imp.py"
+    s.write_text(IMPORT_AFTER)
+    for _ in range(3):
+        p = spawn(str(s))
+        p.wait_out("held", timeout=60)
+        assert "held False other thread imported True" in p.out(), p.out()
+        r = probing("-t", p.pid, "eval", "import codeop; 'ok'", timeout=30)
+        assert r.stdout == "'ok'\n", r.stderr
+        p.kill()
