@@ -30,7 +30,9 @@
  *   (once an optimizer drives the clock), so such steps cost nothing.
  * - torch imported after the agent: a finder at the front of sys.meta_path
  *   answers only for "torch" by wrapping the real loader; after torch's
- *   exec_module it installs the hooks and takes itself out.
+ *   exec_module it takes itself out and starts the setup thread, which
+ *   installs the hooks once the import is over (never from inside the
+ *   import: that left the import lock held for other threads).
  *
  * Threads: every torch_* hook runs under the GIL, which guards all the
  * state below; torch_init and the config appliers hand work to a py worker
@@ -1507,12 +1509,12 @@ static PyTypeObject torch_loaderwrap_type = {
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_dealloc = torch_loaderwrap_dealloc,
 	.tp_methods = torch_loaderwrap_methods,
-	.tp_doc = "probing: runs torch's loader, then installs the hooks",
+	.tp_doc = "probing: runs torch's loader, then starts the hooks' setup",
 };
 
 /* find_spec: None for every name but "torch", whose spec (found by the
- * finders after this one) gets a loader that installs the hooks once
- * torch has run. */
+ * finders after this one) gets a loader that starts the setup once torch
+ * has run. */
 static PyObject *
 torch_finder_find_spec(PyObject *self, PyObject *args, PyObject *kw)
 {
