@@ -12,10 +12,8 @@ json_t *
 cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 {
 	json_t *body = json_pack("{s:s}", "sql", sql), *merged = NULL, *r;
-	json_t *row, *cols, *rows;
 	char *cause = NULL;
 	int i, status;
-	size_t k;
 
 	*failed = 0;
 	for (i = 0; i < ctx->ntargets; i++) {
@@ -36,20 +34,7 @@ cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 			merged = r;
 			break;
 		}
-		cols = json_object_get(r, "columns");
-		rows = json_object_get(r, "rows");
-		if (merged == NULL) {
-			merged = json_pack(
-			    "{s:[s], s:[]}", "columns", "target", "rows");
-			json_array_extend(
-			    json_object_get(merged, "columns"), cols);
-		}
-		json_array_foreach(rows, k, row)
-		{
-			json_array_insert_new(
-			    row, 0, json_string(ctx->targets[i].name));
-			json_array_append(json_object_get(merged, "rows"), row);
-		}
+		fmt_merge_target(&merged, r, ctx->targets[i].name);
 		json_decref(r);
 	}
 	json_decref(body);

@@ -185,6 +185,27 @@ fmt_json(FILE *f, json_t *cols, json_t *rows)
 }
 
 void
+fmt_merge_target(json_t **merged, json_t *result, const char *target)
+{
+	json_t *row;
+	size_t k;
+
+	if (*merged == NULL) {
+		*merged =
+		    json_pack("{s:[s], s:[]}", "columns", "target", "rows");
+		json_array_extend(json_object_get(*merged, "columns"),
+		    json_object_get(result, "columns"));
+	}
+	json_array_foreach(json_object_get(result, "rows"), k, row)
+	{
+		json_t *copy = json_copy(row);
+
+		json_array_insert_new(copy, 0, json_string(target));
+		json_array_append_new(json_object_get(*merged, "rows"), copy);
+	}
+}
+
+void
 fmt_print(FILE *f, enum fmt_kind kind, json_t *result)
 {
 	json_t *cols = json_object_get(result, "columns");

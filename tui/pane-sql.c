@@ -124,9 +124,8 @@ pane_sql_widths(struct pane_sql *ps)
 static void
 pane_sql_merge(struct pane_sql *ps)
 {
-	json_t *cols, *rows, *row, *merged = NULL;
+	json_t *merged = NULL;
 	int i, several = ps->all;
-	size_t k;
 
 	pane_sql_clear_result(ps);
 	for (i = 0; i < ps->nreq; i++) {
@@ -142,20 +141,8 @@ pane_sql_merge(struct pane_sql *ps)
 			merged = json_incref(ps->replies[i]);
 			continue;
 		}
-		cols = json_object_get(ps->replies[i], "columns");
-		rows = json_object_get(ps->replies[i], "rows");
-		if (merged == NULL) {
-			merged = json_pack(
-			    "{s:[s], s:[]}", "columns", "target", "rows");
-			json_array_extend(
-			    json_object_get(merged, "columns"), cols);
-		}
-		json_array_foreach(rows, k, row)
-		{
-			json_array_insert_new(
-			    row, 0, json_string(ps->req_targets[i]->ep.name));
-			json_array_append(json_object_get(merged, "rows"), row);
-		}
+		fmt_merge_target(
+		    &merged, ps->replies[i], ps->req_targets[i]->ep.name);
 	}
 	ps->result = merged;
 	ps->took = top_now() - ps->started;

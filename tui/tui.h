@@ -91,6 +91,9 @@ enum fmt_kind { FMT_TABLE, FMT_JSON, FMT_CSV };
 extern const char *const fmt_names[];
 /* result: {"columns": [...], "rows": [[...]]}. */
 void fmt_print(FILE *, enum fmt_kind, json_t *result);
+/* Adds result's rows to *merged (made on first use) with a first column
+ * naming target: how a result from several targets looks everywhere. */
+void fmt_merge_target(json_t **merged, json_t *result, const char *target);
 /* A JSON value as text (strings bare, null empty); malloc'd. */
 char *fmt_value(json_t *);
 

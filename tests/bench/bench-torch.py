@@ -40,8 +40,7 @@ if core is None or core.socket() is None:
     sys.exit("bench-torch: the agent did not load (run make first)")
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch_steps import PyTracer  # noqa: E402
+from torch_steps import PyTracer, build  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -71,10 +70,7 @@ def config(kv):
 
 def mlp_of(w):
     """61 modules: Sequential root + 20 x (Linear, LayerNorm, ReLU)."""
-    layers = []
-    for _ in range(20):
-        layers += [nn.Linear(w, w), nn.LayerNorm(w), nn.ReLU()]
-    return nn.Sequential(*layers), torch.randn(64, w), torch.randn(64, w)
+    return build("mlp", w)
 
 
 MLP_WIDTH = [0]
@@ -95,18 +91,9 @@ def mlp():
     return mlp_of(MLP_WIDTH[0])
 
 
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
 def tiny():
     """The worst case: 241 modules that each do almost nothing."""
-    return nn.Sequential(*[Tiny() for _ in range(120)]), torch.randn(2, 4), torch.randn(2, 4)
+    return build("tiny")
 
 
 def run_steps(model, opt, x, y, n):
