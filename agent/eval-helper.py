@@ -1,8 +1,25 @@
 # The Python half of eval, the repl and completion (agent/eval.c calls
-# these under the GIL). Code runs in __main__; what a statement's own
-# thread prints goes to a buffer, other threads still reach the original
-# streams, which are put back when no statement runs. A statement's thread
-# cannot read the target's stdin, close it, or write to its descriptors.
+# these under the GIL). Code runs in __main__; what an eval's own thread
+# prints goes to a buffer of its own, other threads still reach the
+# original streams. An eval's thread cannot read the target's stdin, close
+# it, or write to its descriptors.
+#
+# How output is captured, and why this way: sys.stdout, sys.stderr,
+# sys.stdin and sys.displayhook each get a thread-aware wrapper the first
+# time an eval runs, and the wrapper stays there for good. It is never put
+# back and never freed: the job's print() holds a *borrowed* reference to
+# sys.stdout while it writes (and gives up the GIL in the write), so
+# replacing the object there and dropping the last reference to it
+# crashed printing jobs. Installing once is safe (the wrapper keeps the
+# original alive) and every later eval changes nothing in sys. When the
+# job puts its own object there later, the next eval wraps that one, and
+# every wrapper ever made is kept in _installed.
+# An own `print` in the eval's namespace was the other way; it was not
+# taken: eval runs in __main__, so a binding there is the job's (and a
+# builtins copy needs a globals dict of its own), and it would miss the
+# output of nested scopes (comprehensions, functions the eval defines) and
+# of library code (pprint, traceback, warnings), which would then land in
+# the job's own output.
 #
 # Only _thread, not threading: importing threading from an agent thread
 # would make that thread the process's "main thread" in threading's eyes.
@@ -13,6 +30,7 @@ import sys
 
 _bufs = {}
 _lock = _thread.allocate_lock()
+_installed = []  # every wrapper put in sys, kept alive for good
 _last = None  # the value this helper last stored in builtins._
 
 
@@ -95,24 +113,26 @@ _WRAPPERS = (("stdout", _Tee), ("stderr", _Tee), ("stdin", _Stdin),
              ("displayhook", _Display))
 
 
+def _install():
+    """Wraps each of sys's streams that is not wrapped yet (see the top
+    of this file: a wrapper is never removed)."""
+    for name, cls in _WRAPPERS:
+        cur = getattr(sys, name, None)
+        if cur is not None and type(cur) is not cls:
+            w = cls(cur)
+            _installed.append(w)
+            setattr(sys, name, w)
+
+
 def push(buf):
     with _lock:
         _bufs[_thread.get_ident()] = buf
-        for name, cls in _WRAPPERS:
-            cur = getattr(sys, name, None)
-            if cur is not None and type(cur) is not cls:
-                setattr(sys, name, cls(cur))
+        _install()
 
 
 def pop():
     with _lock:
         _bufs.pop(_thread.get_ident(), None)
-        if _bufs:
-            return
-        for name, cls in _WRAPPERS:
-            cur = getattr(sys, name, None)
-            if type(cur) is cls:
-                setattr(sys, name, cur._orig)
 
 
 def _traceback():
