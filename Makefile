@@ -23,7 +23,7 @@ DEPS_PKGS := libevent-dev libsqlite3-dev python3-dev libjansson-dev \
              libunwind-dev libncurses-dev libedit-dev pkg-config \
              python3-torch python3-pytest python3-pexpect tmux gdb \
              clang libclang-rt-14-dev hyperfine xxd psmisc valgrind iproute2 strace curl \
-             imagemagick fonts-dejavu-core
+             imagemagick fonts-dejavu-core prometheus zsh
 
 B := .build
 SHARED_SRC := $(wildcard shared/*.c)

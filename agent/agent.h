@@ -141,6 +141,10 @@ void torch_init(void);
 /* tables.c: every built-in table. */
 int tbl_register_all(sqlite3 *, char **cause);
 
+/* metrics.c: GET /metrics; the text (Prometheus format 0.0.4) as a JSON
+ * string, which the server sends as it is. No GIL. */
+json_t *metrics_run(json_t *body, int timeout_ms, int *status, char **cause);
+
 /* eval.c: eval, completion and the repl's statements (see proto.h). */
 json_t *eval_run(const char *code, int timeout_ms, char **cause);
 json_t *eval_complete(const char *text, int timeout_ms, char **cause);

@@ -97,3 +97,17 @@ ring_clear(struct ring *r)
 	r->oldest = 1;
 	pthread_mutex_unlock(&r->lock);
 }
+
+void
+ring_counts(struct ring *r, uint64_t *pushed, uint64_t *dropped, size_t *cap)
+{
+	*pushed = *dropped = 0;
+	*cap = 0;
+	if (r->buf == NULL)
+		return;
+	pthread_mutex_lock(&r->lock);
+	*pushed = r->next_id - 1;
+	*dropped = r->oldest - 1;
+	*cap = r->cap;
+	pthread_mutex_unlock(&r->lock);
+}

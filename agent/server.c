@@ -264,14 +264,18 @@ static const struct server_route server_routes[] = {
 	{ PROTO_EVAL_INTERRUPT, EVHTTP_REQ_POST, 0, 0, server_eval_interrupt },
 	{ PROTO_CONFIG, EVHTTP_REQ_GET, 0, 1, server_config_get },
 	{ PROTO_CONFIG, EVHTTP_REQ_POST, 0, 0, server_config_set },
+	{ PROTO_METRICS, EVHTTP_REQ_GET, 0, 0, metrics_run },
 };
 
-/* Sends obj (stolen) with status. */
+/* Sends obj (stolen) with status; a JSON string goes as plain text. */
 static void
 server_send(struct evhttp_request *req, int status, json_t *obj)
 {
 	struct evbuffer *buf = evbuffer_new();
-	char *text = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+	int plain = json_is_string(obj);
+	char *text = plain ? strdup(json_string_value(obj))
+	    : obj != NULL  ? json_dumps(obj, JSON_COMPACT)
+			   : NULL;
 
 	json_decref(obj);
 	if (buf == NULL) {
@@ -281,11 +285,14 @@ server_send(struct evhttp_request *req, int status, json_t *obj)
 	}
 	if (text != NULL) {
 		evbuffer_add(buf, text, strlen(text));
-		evbuffer_add(buf, "\n", 1);
+		if (!plain)
+			evbuffer_add(buf, "\n", 1);
 		free(text);
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", "application/json");
+	    "Content-Type",
+	    plain ? "text/plain; version=0.0.4; charset=utf-8"
+		  : "application/json");
 	evhttp_send_reply(req, status, status == 200 ? "OK" : "Error", buf);
 	evbuffer_free(buf);
 }
