@@ -412,14 +412,3 @@ aclient_request(struct aclient *ac, const char *method, const char *path,
 	ac->tail = req;
 	event_active(ac->kick, 0, 0);
 }
-
-int
-aclient_queued(const struct aclient *ac)
-{
-	const struct aclient_req *req;
-	int n = 0;
-
-	for (req = ac->head; req != NULL; req = req->next)
-		n++;
-	return n;
-}

@@ -1,5 +1,5 @@
 /* backtrace: every thread's Python and native stack, read from the
- * python.backtrace table and printed per thread. */
+ * python.backtrace table, grouped by stack.c and printed per thread. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,116 +11,6 @@
 enum cmd_backtrace_fmt { BT_FMT_TEXT, BT_FMT_JSON };
 
 static const char *const cmd_backtrace_fmts[] = { "text", "json", NULL };
-
-static const char cmd_backtrace_sql[] =
-    "SELECT thread_id, thread_name, thread_state, thread_note, depth, "
-    "frame_type, func, file, lineno, lib_offset FROM python.backtrace";
-
-/* Column positions in a result row, found by name (a "target" column
- * comes first when there are several targets). */
-struct cmd_backtrace_cols {
-	int target, tid, name, state, note, depth, type, func, file, lineno,
-	    offset;
-};
-
-static int
-cmd_backtrace_col(json_t *columns, const char *name)
-{
-	size_t i;
-	json_t *c;
-
-	json_array_foreach(columns, i, c)
-	{
-		if (json_is_string(c) &&
-		    strcmp(json_string_value(c), name) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
-static json_t *
-cmd_backtrace_get(json_t *row, int i)
-{
-	return i >= 0 ? json_array_get(row, (size_t)i) : NULL;
-}
-
-static const char *
-cmd_backtrace_str(json_t *row, int i)
-{
-	json_t *v = cmd_backtrace_get(row, i);
-
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/* Turns result rows into [{target?, thread_id, thread_name, state, note,
- * frames: [...]}], threads in the order the rows give them. */
-static json_t *
-cmd_backtrace_threads(json_t *result)
-{
-	json_t *columns = json_object_get(result, "columns");
-	json_t *rows = json_object_get(result, "rows");
-	json_t *threads = json_array(), *cur = NULL, *row, *frame, *v;
-	struct cmd_backtrace_cols c;
-	const char *target, *type, *prev_target = NULL;
-	json_int_t tid, prev_tid = -1;
-	size_t i;
-
-	c.target = cmd_backtrace_col(columns, "target");
-	c.tid = cmd_backtrace_col(columns, "thread_id");
-	c.name = cmd_backtrace_col(columns, "thread_name");
-	c.state = cmd_backtrace_col(columns, "thread_state");
-	c.note = cmd_backtrace_col(columns, "thread_note");
-	c.depth = cmd_backtrace_col(columns, "depth");
-	c.type = cmd_backtrace_col(columns, "frame_type");
-	c.func = cmd_backtrace_col(columns, "func");
-	c.file = cmd_backtrace_col(columns, "file");
-	c.lineno = cmd_backtrace_col(columns, "lineno");
-	c.offset = cmd_backtrace_col(columns, "lib_offset");
-	json_array_foreach(rows, i, row)
-	{
-		tid = json_integer_value(cmd_backtrace_get(row, c.tid));
-		target = cmd_backtrace_str(row, c.target);
-		if (cur == NULL || tid != prev_tid ||
-		    (target != NULL && prev_target != NULL &&
-			strcmp(target, prev_target) != 0)) {
-			cur = json_object();
-			if (target != NULL)
-				json_object_set_new(
-				    cur, "target", json_string(target));
-			json_object_set_new(
-			    cur, "thread_id", json_integer(tid));
-			json_object_set(
-			    cur, "thread_name", cmd_backtrace_get(row, c.name));
-			json_object_set(
-			    cur, "state", cmd_backtrace_get(row, c.state));
-			json_object_set(
-			    cur, "note", cmd_backtrace_get(row, c.note));
-			json_object_set_new(cur, "frames", json_array());
-			json_array_append_new(threads, cur);
-			prev_tid = tid;
-			prev_target = target;
-		}
-		type = cmd_backtrace_str(row, c.type);
-		if (type == NULL)
-			continue; /* a thread without frames */
-		frame = json_pack("{s:s, s:O, s:O}", "type", type, "func",
-		    cmd_backtrace_get(row, c.func), "file",
-		    cmd_backtrace_get(row, c.file));
-		if (frame == NULL)
-			continue;
-		if (strcmp(type, "Python") == 0) {
-			v = cmd_backtrace_get(row, c.lineno);
-			json_object_set(
-			    frame, "lineno", v != NULL ? v : json_null());
-		} else {
-			v = cmd_backtrace_get(row, c.offset);
-			json_object_set(
-			    frame, "offset", v != NULL ? v : json_null());
-		}
-		json_array_append_new(json_object_get(cur, "frames"), frame);
-	}
-	return threads;
-}
 
 static void
 cmd_backtrace_print_text(FILE *f, json_t *threads)
@@ -219,15 +109,14 @@ cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	if ((rc = cmd_require_targets(ctx)) != 0)
 		return rc;
 	if (tid != 0)
-		xasprintf(
-		    &sql, "%s WHERE thread_id = %ld", cmd_backtrace_sql, tid);
+		xasprintf(&sql, "%s WHERE thread_id = %ld", stack_sql, tid);
 	else
-		sql = xstrdup(cmd_backtrace_sql);
+		sql = xstrdup(stack_sql);
 	result = cmd_query_run(ctx, sql, &failed);
 	free(sql);
 	if (result == NULL)
 		return 1;
-	threads = cmd_backtrace_threads(result);
+	threads = stack_threads(result);
 	json_decref(result);
 	if (tid != 0 && json_array_size(threads) == 0 && !failed) {
 		json_decref(threads);

@@ -225,3 +225,39 @@ fmt_print(FILE *f, enum fmt_kind kind, json_t *result)
 		break;
 	}
 }
+
+int
+fmt_col(json_t *result, const char *name)
+{
+	json_t *c;
+	size_t i;
+
+	json_array_foreach(json_object_get(result, "columns"), i, c)
+	{
+		if (json_is_string(c) &&
+		    strcmp(json_string_value(c), name) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+json_t *
+fmt_cell(json_t *row, int col)
+{
+	return col >= 0 ? json_array_get(row, (size_t)col) : NULL;
+}
+
+void
+fmt_ms(char *buf, size_t len, double secs)
+{
+	double ms = secs * 1000;
+
+	if (secs < 0 || !isfinite(secs))
+		snprintf(buf, len, "-");
+	else if (ms < 10)
+		snprintf(buf, len, "%.2f", ms);
+	else if (ms < 1000)
+		snprintf(buf, len, "%.1f", ms);
+	else
+		snprintf(buf, len, "%.0f", ms);
+}

@@ -20,7 +20,7 @@ struct pane_eval {
 	struct ui_line line;
 	struct pane_eval_line *lines;
 	int nlines;
-	int back; /* lines scrolled back from the newest */
+	struct ui_list list; /* follows the newest lines until scrolled */
 	int waiting;
 };
 
@@ -59,7 +59,7 @@ pane_eval_add(struct pane_eval *pe, enum ui_color color, const char *text)
 			p += strlen(p);
 		}
 	}
-	pe->back = 0;
+	pe->list.follow = 1;
 }
 
 static void
@@ -114,14 +114,16 @@ pane_eval_run(struct pane *p)
 	    top->ctx->timeout_ms + 3000, pane_eval_cb, req);
 	json_decref(body);
 out:
-	pe->line.len = pe->line.pos = 0;
-	pe->line.buf[0] = '\0';
+	ui_line_clear(&pe->line);
 }
 
 static void
 pane_eval_init(struct pane *p)
 {
-	p->data = xcalloc(1, sizeof(struct pane_eval));
+	struct pane_eval *pe = xcalloc(1, sizeof *pe);
+
+	pe->list.follow = 1;
+	p->data = pe;
 }
 
 static void
@@ -130,7 +132,7 @@ pane_eval_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	struct pane_eval *pe = p->data;
 	struct top_target *t = top_selected(p->top);
 	char prompt[128];
-	int rows = h - 2, first, i, row;
+	int rows = h - 2, i, row;
 
 	snprintf(prompt, sizeof prompt, "python [%.60s]%s>>> ",
 	    t ? t->ep.name : "-", pe->waiting ? " (running)" : "");
@@ -141,14 +143,9 @@ pane_eval_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 		    "repr, e.g. sum(p.numel() for p in model.parameters())");
 		return;
 	}
-	if (pe->back > pe->nlines - rows)
-		pe->back = pe->nlines - rows;
-	if (pe->back < 0)
-		pe->back = 0;
-	first = pe->nlines - rows - pe->back;
-	if (first < 0)
-		first = 0;
-	for (row = 0, i = first; i < pe->nlines && row < rows; i++, row++) {
+	ui_list_fit(&pe->list, pe->nlines, rows);
+	for (row = 0, i = pe->list.first; i < pe->nlines && row < rows;
+	     i++, row++) {
 		wattrset(win, ui_attr(pe->lines[i].color));
 		ui_text(win, y + 2 + row, 0, w, pe->lines[i].text);
 	}
@@ -160,21 +157,11 @@ pane_eval_key(struct pane *p, int key)
 {
 	struct pane_eval *pe = p->data;
 
-	if (key == KEY_PPAGE || key == KEY_NPAGE) {
-		pe->back += key == KEY_PPAGE ? 10 : -10;
-		return 1;
-	}
+	if (key == KEY_PPAGE || key == KEY_NPAGE)
+		return ui_list_key(&pe->list, key);
 	if (ui_line_key(&pe->line, key))
 		pane_eval_run(p);
 	return 1;
-}
-
-static void
-pane_eval_resize(struct pane *p, int h, int w)
-{
-	(void)p;
-	(void)h;
-	(void)w;
 }
 
 static void
@@ -195,13 +182,12 @@ pane_eval_free(struct pane *p)
 
 const struct pane_type pane_eval_type = {
 	.name = "Eval",
-	.fkey = 6,
+	.label = "Eval",
 	.hints = "Enter run  Up/Down history  PgUp/PgDn scroll output  Esc "
 		 "back",
 	.text_input = 1,
 	.init = pane_eval_init,
 	.draw = pane_eval_draw,
 	.key = pane_eval_key,
-	.resize = pane_eval_resize,
 	.free = pane_eval_free,
 };

@@ -11,7 +11,7 @@
 
 /* Scroll position; owned by the pane. */
 struct pane_modules {
-	int first;
+	struct ui_list list;
 };
 
 static int
@@ -25,7 +25,9 @@ pane_modules_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-struct top_module *
+/* Modules of t, or of every target when t is NULL; sorted by time.
+ * Returns a malloc'd array of *n copies whose names are borrowed. */
+static struct top_module *
 pane_modules_collect(
     struct top *top, struct top_target *t, int *n, double *compute)
 {
@@ -77,8 +79,8 @@ pane_modules_line(
 {
 	char fwd[32], bwd[32], share[16];
 
-	top_fmt_ms(fwd, sizeof fwd, m->calls ? m->fwd / (double)m->calls : -1);
-	top_fmt_ms(bwd, sizeof bwd, m->nbwd ? m->bwd / (double)m->nbwd : -1);
+	fmt_ms(fwd, sizeof fwd, m->calls ? m->fwd / (double)m->calls : -1);
+	fmt_ms(bwd, sizeof bwd, m->nbwd ? m->bwd / (double)m->nbwd : -1);
 	if (compute > 0)
 		snprintf(share, sizeof share, "%.1f%%",
 		    100 * (m->fwd + m->bwd) / compute);
@@ -87,32 +89,6 @@ pane_modules_line(
 	snprintf(buf, len, "%-*.*s %9lld %9s %9s %7s %8.0f",
 	    PANE_MODULES_NAME_W, PANE_MODULES_NAME_W, m->name,
 	    (long long)m->calls, fwd, bwd, share, m->mb);
-}
-
-/* Recent step times of t in seconds, oldest first; returns how many. */
-static int
-pane_modules_step_times(const struct top_target *t, double *out, int max)
-{
-	const struct top_step *s, *prev = NULL;
-	int i, n = 0;
-
-	for (i = 0; i < t->nsteps; i++) {
-		s = &t->steps[(t->first + i) % TOP_STEPS];
-		if (s->end <= 0)
-			continue;
-		if (prev != NULL && s->step > prev->step &&
-		    s->end > prev->end) {
-			if (n == max) {
-				memmove(out, out + 1,
-				    (size_t)(max - 1) * sizeof *out);
-				n--;
-			}
-			out[n++] = (s->end - prev->end) /
-			    (double)(s->step - prev->step);
-		}
-		prev = s;
-	}
-	return n;
 }
 
 /* Draws a sparkline of t's recent step times at (y, x), w wide. */
@@ -128,7 +104,7 @@ pane_modules_spark(struct top *top, const struct top_target *t, WINDOW *win,
 
 	if (w <= 0)
 		return;
-	n = pane_modules_step_times(t, v, w < TOP_STEPS ? w : TOP_STEPS);
+	n = top_target_step_times(t, v, w < TOP_STEPS ? w : TOP_STEPS);
 	for (i = 0; i < n; i++) {
 		lo = fmin(lo, v[i]);
 		hi = fmax(hi, v[i]);
@@ -174,8 +150,8 @@ pane_modules_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 		    t->command ? t->command : "");
 	ui_text(win, y, 0, w, line);
 	wattrset(win, A_NORMAL);
-	top_fmt_ms(last, sizeof last, t->last_ms);
-	top_fmt_ms(med, sizeof med, t->median_ms);
+	fmt_ms(last, sizeof last, t->last_ms);
+	fmt_ms(med, sizeof med, t->median_ms);
 	snprintf(line, sizeof line, "step ms %s: last %s, median %s  ",
 	    t->ep.name, last, med);
 	ui_text(win, y + 1, 0, w, line);
@@ -189,16 +165,13 @@ pane_modules_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	ui_text(win, y + 3, 0, w, line);
 	wattrset(win, A_NORMAL);
 	h -= 4;
-	if (pm->first > n - h)
-		pm->first = n - h;
-	if (pm->first < 0)
-		pm->first = 0;
+	ui_list_fit(&pm->list, n, h);
 	if (n == 0)
 		ui_text(win, y + 5, 2, w - 2,
 		    t->state == TOP_UNPROBED
 			? "not probed: press i in Processes to inject"
 			: "no torch module calls traced yet");
-	for (row = 0, i = pm->first; i < n && row < h; i++, row++) {
+	for (row = 0, i = pm->list.first; i < n && row < h; i++, row++) {
 		pane_modules_line(&mods[i], compute, line, sizeof line);
 		ui_text(win, y + 4 + row, 0, w, line);
 	}
@@ -213,21 +186,11 @@ pane_modules_key(struct pane *p, int key)
 	struct top_target *t = top_selected(top);
 	int i;
 
+	if (ui_list_key(&pm->list, key))
+		return 1;
 	switch (key) {
 	case 'a':
 		top->all_modules = !top->all_modules;
-		return 1;
-	case KEY_UP:
-		pm->first--;
-		return 1;
-	case KEY_DOWN:
-		pm->first++;
-		return 1;
-	case KEY_PPAGE:
-		pm->first -= 10;
-		return 1;
-	case KEY_NPAGE:
-		pm->first += 10;
 		return 1;
 	case KEY_LEFT:
 	case KEY_RIGHT:
@@ -241,14 +204,6 @@ pane_modules_key(struct pane *p, int key)
 	default:
 		return 0;
 	}
-}
-
-static void
-pane_modules_resize(struct pane *p, int h, int w)
-{
-	(void)p;
-	(void)h;
-	(void)w;
 }
 
 static void
@@ -272,8 +227,8 @@ pane_modules_print(struct top *top, FILE *f)
 		if (t->ac == NULL)
 			continue;
 		mods = pane_modules_collect(top, t, &n, &compute);
-		top_fmt_ms(last, sizeof last, t->last_ms);
-		top_fmt_ms(med, sizeof med, t->median_ms);
+		fmt_ms(last, sizeof last, t->last_ms);
+		fmt_ms(med, sizeof med, t->median_ms);
 		fprintf(f, "Modules of %s (%s): step ms last %s, median %s\n",
 		    t->ep.name, t->command ? t->command : "?", last, med);
 		pane_modules_header(line, sizeof line);
@@ -289,12 +244,10 @@ pane_modules_print(struct top *top, FILE *f)
 
 const struct pane_type pane_modules_type = {
 	.name = "Modules",
-	.fkey = 3,
-	.hints = "a selected/all targets  Left/Right other target  Up/Down "
-		 "scroll",
+	.label = "Modules",
+	.hints = "a selected/all targets  Left/Right other target",
 	.init = pane_modules_init,
 	.draw = pane_modules_draw,
 	.key = pane_modules_key,
-	.resize = pane_modules_resize,
 	.free = pane_modules_free,
 };

@@ -1,5 +1,8 @@
 /* The Processes pane: one row per target with its state, step times,
- * forward/backward/optimizer time, GPU memory and main-thread frame. */
+ * forward/backward/optimizer time, GPU memory and main-thread frame. Each
+ * column says how to show and how to sort a target; < and > move the sort
+ * column, I inverts it. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -7,78 +10,48 @@
 #include "xmalloc.h"
 #include "top.h"
 
-/* Columns; the last one takes what is left of the width. */
-static const struct {
+/* A column: its title and width (0: what is left); how to write the cell
+ * of a target (NULL: the duration at ms, an offset in struct top_target);
+ * how to order two targets by it (number; NULL: the duration at ms, or
+ * the cell text). Numbers sort biggest first, unless small_first. */
+struct pane_processes_col {
 	const char *title;
 	int width;
 	int right;
-} pane_processes_cols[] = {
-	{ "PID/ENDPOINT", 21, 0 },
-	{ "COMMAND", 30, 0 },
-	{ "STATE", 11, 0 },
-	{ "STEP", 7, 1 },
-	{ "LAST ms", 8, 1 },
-	{ "MED ms", 8, 1 },
-	{ "FWD ms", 8, 1 },
-	{ "BWD ms", 8, 1 },
-	{ "OPT ms", 8, 1 },
-	{ "GPU MB", 8, 1 },
-	{ "MAIN THREAD (innermost Python frame)", 0, 0 },
-};
-#define PANE_PROCESSES_NCOLS \
-	((int)(sizeof pane_processes_cols / sizeof pane_processes_cols[0]))
-
-/* Scroll position; owned by the pane. */
-struct pane_processes {
-	int first;
+	void (*cell)(const struct top_target *, char *, size_t);
+	double (*number)(const struct top_target *);
+	size_t ms;
+	int small_first;
 };
 
-/* Appends column c's cell (text s) to buf at *off. */
-static void
-pane_processes_cell(
-    char *buf, size_t len, size_t *off, int c, const char *s, int w)
+/* The duration at offset ms of t. */
+static double
+pane_processes_ms(const struct top_target *t, size_t ms)
 {
-	int cw = pane_processes_cols[c].width, n;
-	char cut[256];
-
-	if (*off >= len - 1)
-		return;
-	if (cw == 0)
-		cw = w - (int)*off > 0 ? w - (int)*off : 0;
-	snprintf(cut, sizeof cut, "%s", s);
-	if ((int)strlen(cut) > cw && cw > 0 && c != PANE_PROCESSES_NCOLS - 1)
-		cut[cw] = '\0';
-	if (pane_processes_cols[c].right)
-		n = snprintf(buf + *off, len - *off, "%*s ", cw, cut);
-	else if (c == PANE_PROCESSES_NCOLS - 1)
-		n = snprintf(buf + *off, len - *off, "%s", cut);
-	else
-		n = snprintf(buf + *off, len - *off, "%-*s ", cw, cut);
-	if (n > 0)
-		*off += (size_t)n < len - *off ? (size_t)n : len - *off - 1;
+	return *(const double *)(const void *)((const char *)t + ms);
 }
 
-void
-pane_processes_header(char *buf, size_t len, int w)
-{
-	size_t off = 0;
-	int c;
+/* The sort column and the selection; owned by the pane. */
+struct pane_processes {
+	struct ui_list list;
+	int sort_col, sort_rev;
+};
 
-	buf[0] = '\0';
-	for (c = 0; c < PANE_PROCESSES_NCOLS; c++)
-		pane_processes_cell(
-		    buf, len, &off, c, pane_processes_cols[c].title, w);
+static void
+pane_processes_endpoint(const struct top_target *t, char *buf, size_t len)
+{
+	snprintf(buf, len, "%.200s", t->ep.name);
 }
 
 /* The command with directories dropped from each word. */
 static void
-pane_processes_command(const char *cmd, char *out, size_t len)
+pane_processes_command(const struct top_target *t, char *out, size_t len)
 {
-	const char *p = cmd, *end, *slash;
+	const char *p = t->command ? t->command : "?", *end, *slash;
 	size_t off = 0;
 
 	out[0] = '\0';
-	while (p != NULL && *p != '\0' && off < len - 1) {
+	while (*p != '\0' && off < len - 1) {
 		end = strchr(p, ' ');
 		if (end == NULL)
 			end = p + strlen(p);
@@ -93,71 +66,185 @@ pane_processes_command(const char *cmd, char *out, size_t len)
 	}
 }
 
-void
-pane_processes_line(struct top_target *t, char *buf, size_t len, int w)
+static void
+pane_processes_state(const struct top_target *t, char *buf, size_t len)
 {
-	char cell[256], cmd[256];
-	const char *frame;
+	snprintf(buf, len, "%s", top_state_names[t->state]);
+}
+
+static double
+pane_processes_state_n(const struct top_target *t)
+{
+	return t->state;
+}
+
+static double
+pane_processes_step_n(const struct top_target *t)
+{
+	return (double)top_target_last_step(t);
+}
+
+static void
+pane_processes_step(const struct top_target *t, char *buf, size_t len)
+{
+	if (t->nsteps > 0)
+		snprintf(buf, len, "%lld", (long long)top_target_last_step(t));
+	else
+		snprintf(buf, len, "-");
+}
+
+static double
+pane_processes_mb_n(const struct top_target *t)
+{
+	return t->mb;
+}
+
+static void
+pane_processes_mb(const struct top_target *t, char *buf, size_t len)
+{
+	if (t->mb >= 0)
+		snprintf(buf, len, "%.0f", t->mb);
+	else
+		snprintf(buf, len, "-");
+}
+
+/* The main thread's frame, or why there is none. */
+static void
+pane_processes_frame(const struct top_target *t, char *buf, size_t len)
+{
+	const char *frame = t->frame;
+
+	if (t->state == TOP_UNPROBED)
+		frame = "not probed: press i to inject";
+	else if ((t->state == TOP_UNREACHABLE || t->state == TOP_EXITED ||
+		     frame == NULL) &&
+	    t->error != NULL)
+		frame = t->error;
+	snprintf(buf, len, "%s", frame ? frame : "");
+}
+
+#define PANE_PROCESSES_MS(title, field)                                        \
+	{                                                                      \
+		title, 8, 1, NULL, NULL, offsetof(struct top_target, field), 0 \
+	}
+static const struct pane_processes_col pane_processes_cols[] = {
+	{ "PID/ENDPOINT", 21, 0, pane_processes_endpoint, NULL, 0, 0 },
+	{ "COMMAND", 30, 0, pane_processes_command, NULL, 0, 0 },
+	{ "STATE", 11, 0, pane_processes_state, pane_processes_state_n, 0, 1 },
+	{ "STEP", 7, 1, pane_processes_step, pane_processes_step_n, 0, 0 },
+	PANE_PROCESSES_MS("LAST ms", last_ms),
+	PANE_PROCESSES_MS("MED ms", median_ms),
+	PANE_PROCESSES_MS("FWD ms", fwd_ms),
+	PANE_PROCESSES_MS("BWD ms", bwd_ms),
+	PANE_PROCESSES_MS("OPT ms", opt_ms),
+	{ "GPU MB", 8, 1, pane_processes_mb, pane_processes_mb_n, 0, 0 },
+	{ "MAIN THREAD (innermost Python frame)", 0, 0, pane_processes_frame,
+	    NULL, 0, 0 },
+};
+#define PANE_PROCESSES_NCOLS \
+	((int)(sizeof pane_processes_cols / sizeof pane_processes_cols[0]))
+#define PANE_PROCESSES_STATE_COL 2
+
+/* How to sort: a column and a direction. */
+struct pane_processes_order {
+	int col, rev;
+};
+
+static int
+pane_processes_cmp(const void *a, const void *b, void *arg)
+{
+	const struct top_target *x = *(struct top_target *const *)a;
+	const struct top_target *y = *(struct top_target *const *)b;
+	const struct pane_processes_order *o = arg;
+	const struct pane_processes_col *col = &pane_processes_cols[o->col];
+	char cx[256], cy[256];
+	double dx, dy;
+	int c;
+
+	if (col->number != NULL || col->cell == NULL) {
+		dx = col->number ? col->number(x)
+				 : pane_processes_ms(x, col->ms);
+		dy = col->number ? col->number(y)
+				 : pane_processes_ms(y, col->ms);
+		c = (dx > dy) - (dx < dy);
+		if (!col->small_first)
+			c = -c;
+	} else if (o->col == 0 && x->ep.kind == ENDPOINT_PID &&
+	    y->ep.kind == ENDPOINT_PID)
+		c = (x->ep.pid > y->ep.pid) - (x->ep.pid < y->ep.pid);
+	else {
+		col->cell(x, cx, sizeof cx);
+		col->cell(y, cy, sizeof cy);
+		c = strcmp(cx, cy);
+	}
+	if (c == 0)
+		c = strcmp(x->ep.name, y->ep.name);
+	return o->rev ? -c : c;
+}
+
+/* Orders top's targets by column col. */
+static void
+pane_processes_sort(struct top *top, int col, int rev)
+{
+	struct pane_processes_order o = { col, rev };
+
+	if (top->ntargets > 1)
+		qsort_r(top->targets, (size_t)top->ntargets,
+		    sizeof *top->targets, pane_processes_cmp, &o);
+}
+
+/* Appends column c's cell (text s) to buf at *off. */
+static void
+pane_processes_cell(
+    char *buf, size_t len, size_t *off, int c, const char *s, int w)
+{
+	int cw = pane_processes_cols[c].width, n, last;
+	char cut[256];
+
+	if (*off >= len - 1)
+		return;
+	last = c == PANE_PROCESSES_NCOLS - 1;
+	if (cw == 0)
+		cw = w - (int)*off > 0 ? w - (int)*off : 0;
+	snprintf(cut, sizeof cut, "%s", s);
+	if ((int)strlen(cut) > cw && cw > 0 && !last)
+		cut[cw] = '\0';
+	if (pane_processes_cols[c].right)
+		n = snprintf(buf + *off, len - *off, "%*s ", cw, cut);
+	else if (last)
+		n = snprintf(buf + *off, len - *off, "%s", cut);
+	else
+		n = snprintf(buf + *off, len - *off, "%-*s ", cw, cut);
+	if (n > 0)
+		*off += (size_t)n < len - *off ? (size_t)n : len - *off - 1;
+}
+
+static void
+pane_processes_header(char *buf, size_t len, int w)
+{
+	size_t off = 0;
+	int c;
+
+	buf[0] = '\0';
+	for (c = 0; c < PANE_PROCESSES_NCOLS; c++)
+		pane_processes_cell(
+		    buf, len, &off, c, pane_processes_cols[c].title, w);
+}
+
+static void
+pane_processes_line(const struct top_target *t, char *buf, size_t len, int w)
+{
+	char cell[256];
 	size_t off = 0;
 	int c;
 
 	buf[0] = '\0';
 	for (c = 0; c < PANE_PROCESSES_NCOLS; c++) {
-		switch (c) {
-		case 0:
-			snprintf(cell, sizeof cell, "%.200s", t->ep.name);
-			break;
-		case 1:
-			pane_processes_command(
-			    t->command ? t->command : "?", cmd, sizeof cmd);
-			snprintf(cell, sizeof cell, "%s", cmd);
-			break;
-		case 2:
-			snprintf(
-			    cell, sizeof cell, "%s", top_state_names[t->state]);
-			break;
-		case 3:
-			if (t->nsteps > 0)
-				snprintf(cell, sizeof cell, "%lld",
-				    (long long)t
-					->steps[(t->first + t->nsteps - 1) %
-					    TOP_STEPS]
-					.step);
-			else
-				snprintf(cell, sizeof cell, "-");
-			break;
-		case 4:
-			top_fmt_ms(cell, sizeof cell, t->last_ms);
-			break;
-		case 5:
-			top_fmt_ms(cell, sizeof cell, t->median_ms);
-			break;
-		case 6:
-			top_fmt_ms(cell, sizeof cell, t->fwd_ms);
-			break;
-		case 7:
-			top_fmt_ms(cell, sizeof cell, t->bwd_ms);
-			break;
-		case 8:
-			top_fmt_ms(cell, sizeof cell, t->opt_ms);
-			break;
-		case 9:
-			if (t->mb >= 0)
-				snprintf(cell, sizeof cell, "%.0f", t->mb);
-			else
-				snprintf(cell, sizeof cell, "-");
-			break;
-		default:
-			frame = t->frame;
-			if (t->state == TOP_UNPROBED)
-				frame = "not probed: press i to inject";
-			else if ((t->state == TOP_UNREACHABLE ||
-				     t->state == TOP_EXITED || frame == NULL) &&
-			    t->error != NULL)
-				frame = t->error;
-			snprintf(cell, sizeof cell, "%s", frame ? frame : "");
-			break;
-		}
+		if (pane_processes_cols[c].cell != NULL)
+			pane_processes_cols[c].cell(t, cell, sizeof cell);
+		else
+			fmt_ms(cell, sizeof cell,
+			    pane_processes_ms(t, pane_processes_cols[c].ms));
 		pane_processes_cell(buf, len, &off, c, cell, w);
 	}
 }
@@ -165,20 +252,17 @@ pane_processes_line(struct top_target *t, char *buf, size_t len, int w)
 static enum ui_color
 pane_processes_color(enum top_state s)
 {
-	switch (s) {
-	case TOP_RUNNING:
-		return UI_RUNNING;
-	case TOP_IDLE:
-	case TOP_CONNECTING:
-		return UI_IDLE;
-	case TOP_HUNG:
-		return UI_HUNG;
-	case TOP_EXITED:
-	case TOP_UNREACHABLE:
-		return UI_DEAD;
-	default:
-		return UI_GREY;
-	}
+	static const enum ui_color colors[] = {
+		[TOP_CONNECTING] = UI_IDLE,
+		[TOP_RUNNING] = UI_RUNNING,
+		[TOP_IDLE] = UI_IDLE,
+		[TOP_HUNG] = UI_HUNG,
+		[TOP_UNREACHABLE] = UI_DEAD,
+		[TOP_EXITED] = UI_DEAD,
+		[TOP_UNPROBED] = UI_GREY,
+	};
+
+	return colors[s];
 }
 
 /* Column c's first screen column. */
@@ -195,7 +279,23 @@ pane_processes_x(int c)
 static void
 pane_processes_init(struct pane *p)
 {
-	p->data = xcalloc(1, sizeof(struct pane_processes));
+	struct pane_processes *pp = xcalloc(1, sizeof *pp);
+
+	pp->list.select = 1;
+	p->data = pp;
+}
+
+/* The index of the selected target, 0 when none. */
+static int
+pane_processes_selected(struct top *top)
+{
+	struct top_target *sel = top_selected(top);
+	int i;
+
+	for (i = 0; i < top->ntargets; i++)
+		if (top->targets[i] == sel)
+			return i;
+	return 0;
 }
 
 static void
@@ -203,34 +303,25 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 {
 	struct pane_processes *pp = p->data;
 	struct top *top = p->top;
-	struct top_target *sel, *t;
+	struct top_target *t;
 	char line[1024];
-	int i, row, sx, sw, selidx = 0;
+	int i, row, sx, sw;
 
-	top_sort(top);
-	sel = top_selected(top);
+	pane_processes_sort(top, pp->sort_col, pp->sort_rev);
 	pane_processes_header(line, sizeof line, w);
 	wattrset(win, ui_attr(UI_HEADER));
 	mvwhline(win, y, 0, ' ', w);
 	ui_text(win, y, 0, w, line);
-	sx = pane_processes_x(top->sort_col);
-	sw = pane_processes_cols[top->sort_col].width;
+	sx = pane_processes_x(pp->sort_col);
+	sw = pane_processes_cols[pp->sort_col].width;
 	if (sw == 0)
 		sw = w - sx;
 	if (sx < w)
 		ui_chgat(win, y, sx, sw < w - sx ? sw : w - sx,
 		    ui_attr(UI_SELECTED) | A_BOLD);
 	wattrset(win, A_NORMAL);
-	for (i = 0; i < top->ntargets; i++)
-		if (top->targets[i] == sel)
-			selidx = i;
-	h -= 1;
-	if (selidx < pp->first)
-		pp->first = selidx;
-	if (h > 0 && selidx >= pp->first + h)
-		pp->first = selidx - h + 1;
-	if (pp->first > top->ntargets - 1)
-		pp->first = 0;
+	pp->list.sel = pane_processes_selected(top);
+	ui_list_fit(&pp->list, top->ntargets, h - 1);
 	if (top->ntargets == 0) {
 		ui_text(win, y + 2, 2, w - 2,
 		    top->scan ? "no Python process found yet (start one with "
@@ -238,10 +329,11 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 			      : "no targets");
 		return;
 	}
-	for (row = 0, i = pp->first; i < top->ntargets && row < h; i++, row++) {
+	for (row = 0, i = pp->list.first; i < top->ntargets && row < h - 1;
+	     i++, row++) {
 		t = top->targets[i];
 		pane_processes_line(t, line, sizeof line, w);
-		if (t == sel) {
+		if (i == pp->list.sel) {
 			wattrset(win, ui_attr(UI_SELECTED));
 			mvwhline(win, y + 1 + row, 0, ' ', w);
 		} else
@@ -249,9 +341,10 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 			    t->state == TOP_UNPROBED ? ui_attr(UI_GREY)
 						     : (int)A_NORMAL);
 		ui_text(win, y + 1 + row, 0, w, line);
-		if (t != sel && t->state != TOP_UNPROBED)
-			ui_chgat(win, y + 1 + row, pane_processes_x(2),
-			    pane_processes_cols[2].width,
+		if (i != pp->list.sel && t->state != TOP_UNPROBED)
+			ui_chgat(win, y + 1 + row,
+			    pane_processes_x(PANE_PROCESSES_STATE_COL),
+			    pane_processes_cols[PANE_PROCESSES_STATE_COL].width,
 			    ui_attr(pane_processes_color(t->state)));
 		wattrset(win, A_NORMAL);
 	}
@@ -260,46 +353,28 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 static int
 pane_processes_key(struct pane *p, int key)
 {
+	struct pane_processes *pp = p->data;
 	struct top *top = p->top;
-	struct top_target *sel = top_selected(top);
-	int i, idx = 0;
 
-	for (i = 0; i < top->ntargets; i++)
-		if (top->targets[i] == sel)
-			idx = i;
+	pp->list.sel = pane_processes_selected(top);
+	if (ui_list_key(&pp->list, key)) {
+		if (top->ntargets > 0)
+			top->sel = top->targets[pp->list.sel];
+		return 1;
+	}
 	switch (key) {
-	case KEY_UP:
-	case 'k':
-		idx--;
-		break;
-	case KEY_DOWN:
-	case 'j':
-		idx++;
-		break;
-	case KEY_PPAGE:
-		idx -= 10;
-		break;
-	case KEY_NPAGE:
-		idx += 10;
-		break;
-	case KEY_HOME:
-		idx = 0;
-		break;
-	case KEY_END:
-		idx = top->ntargets - 1;
-		break;
 	case '<':
-		top->sort_col = (top->sort_col + PANE_PROCESSES_NCOLS - 1) %
+		pp->sort_col = (pp->sort_col + PANE_PROCESSES_NCOLS - 1) %
 		    PANE_PROCESSES_NCOLS;
 		return 1;
 	case '>':
-		top->sort_col = (top->sort_col + 1) % PANE_PROCESSES_NCOLS;
+		pp->sort_col = (pp->sort_col + 1) % PANE_PROCESSES_NCOLS;
 		return 1;
 	case 'I':
-		top->sort_rev = !top->sort_rev;
+		pp->sort_rev = !pp->sort_rev;
 		return 1;
 	case 'i':
-		top_inject(top, sel);
+		top_inject(top, top_selected(top));
 		return 1;
 	case '\r':
 	case '\n':
@@ -310,21 +385,6 @@ pane_processes_key(struct pane *p, int key)
 	default:
 		return 0;
 	}
-	if (idx >= top->ntargets)
-		idx = top->ntargets - 1;
-	if (idx < 0)
-		idx = 0;
-	if (top->ntargets > 0)
-		top->sel = top->targets[idx];
-	return 1;
-}
-
-static void
-pane_processes_resize(struct pane *p, int h, int w)
-{
-	(void)p;
-	(void)h;
-	(void)w;
 }
 
 static void
@@ -342,6 +402,7 @@ pane_processes_print(struct top *top, FILE *f)
 	time_t now = time(NULL);
 	struct tm tm;
 
+	pane_processes_sort(top, 0, 0);
 	for (i = 0; i < top->ntargets; i++)
 		counts[top->targets[i]->state]++;
 	localtime_r(&now, &tm);
@@ -364,12 +425,11 @@ pane_processes_print(struct top *top, FILE *f)
 
 const struct pane_type pane_processes_type = {
 	.name = "Processes",
-	.fkey = 2,
-	.hints = "Up/Down select  Enter its modules  < > sort column  I "
-		 "invert  i inject into a grey one",
+	.label = "Procs",
+	.hints = "Enter its modules  < > sort column  I invert  i inject "
+		 "into a grey one",
 	.init = pane_processes_init,
 	.draw = pane_processes_draw,
 	.key = pane_processes_key,
-	.resize = pane_processes_resize,
 	.free = pane_processes_free,
 };

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "proto.h"
 #include "xmalloc.h"
 #include "top.h"
@@ -21,13 +22,14 @@ struct pane_sql {
 	json_t **replies; /* per request: result or NULL */
 	char **errors;    /* per request: cause or NULL */
 	struct top_target **req_targets;
-	double started;
+	double started; /* clock_ms() */
 
 	json_t *result; /* {"columns": [...], "rows": [...]} or NULL */
 	char **msgs;    /* errors to show */
 	int nmsgs;
-	double took;
-	int row0, col0;
+	double took_ms;
+	struct ui_list rows; /* the grid's rows */
+	int col0;
 	int *widths;
 	int ncols;
 };
@@ -55,7 +57,7 @@ pane_sql_clear_result(struct pane_sql *ps)
 	free(ps->widths);
 	ps->widths = NULL;
 	ps->ncols = 0;
-	ps->row0 = ps->col0 = 0;
+	ps->rows.first = ps->col0 = 0;
 }
 
 static void
@@ -145,7 +147,7 @@ pane_sql_merge(struct pane_sql *ps)
 		    &merged, ps->replies[i], ps->req_targets[i]->ep.name);
 	}
 	ps->result = merged;
-	ps->took = top_now() - ps->started;
+	ps->took_ms = clock_ms() - ps->started;
 	if (merged != NULL)
 		pane_sql_widths(ps);
 	pane_sql_clear_pending(ps);
@@ -203,7 +205,7 @@ pane_sql_run(struct pane *p)
 			: "no target to query");
 		return;
 	}
-	ps->started = top_now();
+	ps->started = clock_ms();
 	body = json_pack("{s:s}", "sql", ps->line.buf);
 	for (i = 0; i < n; i++) {
 		req = xcalloc(1, sizeof *req);
@@ -217,8 +219,7 @@ pane_sql_run(struct pane *p)
 		    pane_sql_cb, req);
 	}
 	json_decref(body);
-	ps->line.len = ps->line.pos = 0;
-	ps->line.buf[0] = '\0';
+	ui_line_clear(&ps->line);
 }
 
 static void
@@ -236,10 +237,7 @@ pane_sql_grid(struct pane_sql *ps, WINDOW *win, int y, int h, int w)
 	int nrows = (int)json_array_size(rows), r, c, x;
 	char *s;
 
-	if (ps->row0 > nrows - (h - 1))
-		ps->row0 = nrows - (h - 1);
-	if (ps->row0 < 0)
-		ps->row0 = 0;
+	ui_list_fit(&ps->rows, nrows, h - 1);
 	if (ps->col0 >= ps->ncols)
 		ps->col0 = ps->ncols - 1;
 	if (ps->col0 < 0)
@@ -252,9 +250,9 @@ pane_sql_grid(struct pane_sql *ps, WINDOW *win, int y, int h, int w)
 		x += ps->widths[c] + 2;
 	}
 	wattrset(win, A_NORMAL);
-	for (r = 0; r < h - 1 && ps->row0 + r < nrows; r++) {
+	for (r = 0; r < h - 1 && ps->rows.first + r < nrows; r++) {
 		json_t *row =
-		    json_array_get(rows, (size_t)ps->row0 + (size_t)r);
+		    json_array_get(rows, (size_t)ps->rows.first + (size_t)r);
 
 		for (c = ps->col0, x = 0; c < ps->ncols && x < w; c++) {
 			json_t *v = json_array_get(row, (size_t)c);
@@ -311,7 +309,7 @@ pane_sql_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	    json_array_size(json_object_get(ps->result, "rows")),
 	    json_array_size(json_object_get(ps->result, "rows")) == 1 ? ""
 								      : "s",
-	    ps->ncols, ps->ncols == 1 ? "" : "s", ps->took * 1000,
+	    ps->ncols, ps->ncols == 1 ? "" : "s", ps->took_ms,
 	    ps->grid_focus ? "  [grid: arrows scroll, Tab back to the prompt]"
 			   : "  [Tab: scroll the grid]");
 	wattrset(win, A_DIM);
@@ -333,18 +331,10 @@ pane_sql_key(struct pane *p, int key)
 		ps->all = !ps->all;
 		return 1;
 	}
-	if (key == KEY_PPAGE || key == KEY_NPAGE) {
-		ps->row0 += key == KEY_PPAGE ? -10 : 10;
-		return 1;
-	}
+	if (key == KEY_PPAGE || key == KEY_NPAGE)
+		return ui_list_key(&ps->rows, key);
 	if (ps->grid_focus) {
 		switch (key) {
-		case KEY_UP:
-			ps->row0--;
-			return 1;
-		case KEY_DOWN:
-			ps->row0++;
-			return 1;
 		case KEY_LEFT:
 			ps->col0--;
 			return 1;
@@ -352,12 +342,11 @@ pane_sql_key(struct pane *p, int key)
 			ps->col0++;
 			return 1;
 		case KEY_HOME:
-			ps->row0 = ps->col0 = 0;
-			return 1;
-		case KEY_END:
-			ps->row0 = 1 << 30;
-			return 1;
+			ps->col0 = 0;
+			return ui_list_key(&ps->rows, key);
 		default:
+			if (ui_list_key(&ps->rows, key))
+				return 1;
 			ps->grid_focus = 0;
 			break;
 		}
@@ -365,14 +354,6 @@ pane_sql_key(struct pane *p, int key)
 	if (ui_line_key(&ps->line, key))
 		pane_sql_run(p);
 	return 1;
-}
-
-static void
-pane_sql_resize(struct pane *p, int h, int w)
-{
-	(void)p;
-	(void)h;
-	(void)w;
 }
 
 static void
@@ -391,13 +372,12 @@ pane_sql_free(struct pane *p)
 
 const struct pane_type pane_sql_type = {
 	.name = "SQL",
-	.fkey = 5,
+	.label = "SQL",
 	.hints = "Enter run  Up/Down history  F7 selected/all targets  Tab "
 		 "grid (arrows scroll)  PgUp/PgDn rows",
 	.text_input = 1,
 	.init = pane_sql_init,
 	.draw = pane_sql_draw,
 	.key = pane_sql_key,
-	.resize = pane_sql_resize,
 	.free = pane_sql_free,
 };

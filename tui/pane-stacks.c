@@ -4,11 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "proto.h"
 #include "xmalloc.h"
 #include "top.h"
 
-#define PANE_STACKS_EVERY 3.0
+#define PANE_STACKS_EVERY 3000 /* ms between captures while shown */
 
 /* One line of the pane: text and its colour. */
 struct pane_stacks_line {
@@ -20,9 +21,10 @@ struct pane_stacks_line {
 /* The last capture, as lines; owned by the pane. */
 struct pane_stacks {
 	struct pane_stacks_line *lines;
-	int nlines, first;
+	int nlines;
+	struct ui_list list;
 	struct top_target *target;
-	double fetched_at;
+	double fetched_at; /* clock_ms() */
 	int pending;
 	unsigned gen;
 	char *error;
@@ -63,87 +65,83 @@ pane_stacks_add(
 
 /* Rank of a thread for ordering: GIL holder, main thread, the rest. */
 static int
-pane_stacks_rank(json_t *row, pid_t pid)
+pane_stacks_rank(json_t *thread, pid_t pid)
 {
-	const char *state = json_string_value(json_array_get(row, 2));
-
-	if (state != NULL && strstr(state, "GIL") != NULL &&
-	    strstr(state, "holding") != NULL)
+	if (stack_state(json_string_value(json_object_get(thread, "state"))) ==
+	    STACK_GIL_HOLDER)
 		return 0;
-	if (json_integer_value(json_array_get(row, 0)) == pid)
+	if (json_integer_value(json_object_get(thread, "thread_id")) == pid)
 		return 1;
 	return 2;
 }
 
-/* Turns rows (ordered by thread, then depth) into lines. */
-static void
-pane_stacks_build(struct pane_stacks *ps, json_t *rows, pid_t pid)
+/* The line of one frame. */
+static char *
+pane_stacks_frame(json_t *frame, size_t depth)
 {
-	json_t *row, *first;
-	size_t i, j, n = json_array_size(rows);
-	int rank, threads = 0;
-	long long tid;
-	const char *type, *file, *note;
+	const char *type = json_string_value(json_object_get(frame, "type"));
+	const char *func = json_string_value(json_object_get(frame, "func"));
+	const char *file = json_string_value(json_object_get(frame, "file"));
+	json_t *d = json_object_get(frame, "depth");
+	long long at =
+	    json_is_integer(d) ? json_integer_value(d) : (long long)depth;
+	char *s;
+
+	if (strcmp(type, "Python") == 0)
+		xasprintf(&s, "  %3lld  %-6s %s (%s:%lld)", at, type,
+		    func ? func : "?", file ? file : "?",
+		    (long long)json_integer_value(
+			json_object_get(frame, "lineno")));
+	else
+		xasprintf(&s, "  %3lld  %-6s %s  %s", at, type,
+		    func ? func : "?", file ? file : "");
+	return s;
+}
+
+/* Turns a python.backtrace result into lines, threads ordered by rank. */
+static void
+pane_stacks_build(struct pane_stacks *ps, json_t *result, pid_t pid)
+{
+	json_t *threads = stack_threads(result), *t, *frame;
+	const char *name, *state, *note;
+	size_t i, k;
+	int rank, n = 0;
 	char *s;
 
 	for (rank = 0; rank < 3; rank++) {
-		for (i = 0; i < n; i = j) {
-			first = json_array_get(rows, i);
-			tid = json_integer_value(json_array_get(first, 0));
-			for (j = i; j < n &&
-			     json_integer_value(json_array_get(
-				 json_array_get(rows, j), 0)) == tid;
-			     j++)
-				;
-			if (pane_stacks_rank(first, pid) != rank)
+		json_array_foreach(threads, i, t)
+		{
+			if (pane_stacks_rank(t, pid) != rank)
 				continue;
-			threads++;
-			note = json_string_value(json_array_get(first, 3));
-			xasprintf(&s, "Thread %lld %s: %s%s%s", tid,
-			    json_string_value(json_array_get(first, 1)) ?: "",
-			    json_string_value(json_array_get(first, 2)) ?: "",
+			n++;
+			name = json_string_value(
+			    json_object_get(t, "thread_name"));
+			state = json_string_value(json_object_get(t, "state"));
+			note = json_string_value(json_object_get(t, "note"));
+			xasprintf(&s, "Thread %lld %s: %s%s%s",
+			    (long long)json_integer_value(
+				json_object_get(t, "thread_id")),
+			    name ? name : "", state ? state : "",
 			    note && *note ? " - " : "", note ? note : "");
 			pane_stacks_add(
 			    ps, rank == 0 ? UI_RUNNING : UI_TITLE, 1, s);
-			for (; i < j; i++) {
-				row = json_array_get(rows, i);
-				type =
-				    json_string_value(json_array_get(row, 5));
-				if (type == NULL)
-					continue;
-				file =
-				    json_string_value(json_array_get(row, 7));
-				if (strcmp(type, "Python") == 0)
-					xasprintf(&s,
-					    "  %3lld  %-6s %s (%s:%lld)",
-					    (long long)json_integer_value(
-						json_array_get(row, 4)),
-					    type,
-					    json_string_value(
-						json_array_get(row, 6))
-						?: "?",
-					    file ? file : "?",
-					    (long long)json_integer_value(
-						json_array_get(row, 8)));
-				else
-					xasprintf(&s, "  %3lld  %-6s %s  %s",
-					    (long long)json_integer_value(
-						json_array_get(row, 4)),
-					    type,
-					    json_string_value(
-						json_array_get(row, 6))
-						?: "?",
-					    file ? file : "");
+			json_array_foreach(
+			    json_object_get(t, "frames"), k, frame)
+			{
+				const char *type = json_string_value(
+				    json_object_get(frame, "type"));
+
 				pane_stacks_add(ps,
 				    strcmp(type, "Python") == 0 ? UI_NORMAL
 								: UI_GREY,
-				    0, s);
+				    0, pane_stacks_frame(frame, k));
 			}
 			pane_stacks_add(ps, UI_NORMAL, 0, xstrdup(""));
 		}
 	}
-	if (threads == 0)
+	if (n == 0)
 		pane_stacks_add(ps, UI_NORMAL, 0, xstrdup("no threads"));
+	json_decref(threads);
 }
 
 static void
@@ -158,13 +156,12 @@ pane_stacks_cb(void *arg, const struct aclient_reply *r)
 	}
 	free(req);
 	ps->pending = 0;
-	ps->fetched_at = top_now();
+	ps->fetched_at = clock_ms();
 	pane_stacks_clear(ps);
 	if (r->cause != NULL)
 		ps->error = xstrdup(r->cause);
 	else
-		pane_stacks_build(
-		    ps, json_object_get(r->body, "rows"), ps->target->pid);
+		pane_stacks_build(ps, r->body, ps->target->pid);
 	top_changed(ps->pane->top);
 }
 
@@ -173,23 +170,23 @@ pane_stacks_fetch(struct pane_stacks *ps, struct top *top, struct top_target *t)
 {
 	struct pane_stacks_req *req;
 	json_t *body;
+	char *sql;
 
 	if (t == NULL || t->ac == NULL)
 		return;
 	if (ps->target != t) {
 		pane_stacks_clear(ps);
-		ps->first = 0;
+		ps->list.first = 0;
 	}
 	ps->target = t;
 	ps->pending = 1;
-	ps->fetched_at = top_now();
+	ps->fetched_at = clock_ms();
 	req = xcalloc(1, sizeof *req);
 	req->ps = ps;
 	req->gen = ++ps->gen;
-	body = json_pack("{s:s}", "sql",
-	    "SELECT thread_id, thread_name, thread_state, thread_note, depth, "
-	    "frame_type, func, file, lineno FROM python.backtrace "
-	    "ORDER BY thread_id, depth");
+	xasprintf(&sql, "%s ORDER BY thread_id, depth", stack_sql);
+	body = json_pack("{s:s}", "sql", sql);
+	free(sql);
 	aclient_request(t->ac, "POST", PROTO_QUERY, body, top->ctx->timeout_ms,
 	    top->ctx->timeout_ms + 3000, pane_stacks_cb, req);
 	json_decref(body);
@@ -217,7 +214,8 @@ pane_stacks_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 		return;
 	}
 	if (!ps->pending &&
-	    (ps->target != t || top_now() - ps->fetched_at > PANE_STACKS_EVERY))
+	    (ps->target != t ||
+		clock_ms() - ps->fetched_at > PANE_STACKS_EVERY))
 		pane_stacks_fetch(ps, p->top, t);
 	wattrset(win, A_BOLD);
 	snprintf(line, sizeof line, "Stacks of %s  %s%s", t->ep.name,
@@ -237,11 +235,9 @@ pane_stacks_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 		return;
 	}
 	h -= 2;
-	if (ps->first > ps->nlines - h)
-		ps->first = ps->nlines - h;
-	if (ps->first < 0)
-		ps->first = 0;
-	for (row = 0, i = ps->first; i < ps->nlines && row < h; i++, row++) {
+	ui_list_fit(&ps->list, ps->nlines, h);
+	for (row = 0, i = ps->list.first; i < ps->nlines && row < h;
+	     i++, row++) {
 		wattrset(win,
 		    ui_attr(ps->lines[i].color) |
 			(ps->lines[i].bold ? A_BOLD : 0));
@@ -255,39 +251,11 @@ pane_stacks_key(struct pane *p, int key)
 {
 	struct pane_stacks *ps = p->data;
 
-	switch (key) {
-	case 'r':
+	if (key == 'r') {
 		pane_stacks_fetch(ps, p->top, top_selected(p->top));
 		return 1;
-	case KEY_UP:
-		ps->first--;
-		return 1;
-	case KEY_DOWN:
-		ps->first++;
-		return 1;
-	case KEY_PPAGE:
-		ps->first -= 20;
-		return 1;
-	case KEY_NPAGE:
-		ps->first += 20;
-		return 1;
-	case KEY_HOME:
-		ps->first = 0;
-		return 1;
-	case KEY_END:
-		ps->first = ps->nlines;
-		return 1;
-	default:
-		return 0;
 	}
-}
-
-static void
-pane_stacks_resize(struct pane *p, int h, int w)
-{
-	(void)p;
-	(void)h;
-	(void)w;
+	return ui_list_key(&ps->list, key);
 }
 
 static void
@@ -304,12 +272,10 @@ pane_stacks_free(struct pane *p)
 
 const struct pane_type pane_stacks_type = {
 	.name = "Stacks",
-	.fkey = 4,
-	.hints = "r refresh (also every 3 s)  Up/Down PgUp/PgDn Home/End "
-		 "scroll",
+	.label = "Stacks",
+	.hints = "r refresh (also every 3 s)",
 	.init = pane_stacks_init,
 	.draw = pane_stacks_draw,
 	.key = pane_stacks_key,
-	.resize = pane_stacks_resize,
 	.free = pane_stacks_free,
 };

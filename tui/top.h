@@ -1,5 +1,8 @@
-/* The private header of `probing top`: targets, panes, the screen and the
- * asynchronous client. */
+/* The private header of `probing top`, in layers, each calling only the
+ * ones above it in this file: the asynchronous client; the model (targets,
+ * polling rounds); the drawing helpers; the panes; the screen; the command
+ * (cmd-top.c), which owns the view and hears from the model through the
+ * changed and round_done hooks. */
 #ifndef PROBING_TOP_H
 #define PROBING_TOP_H
 
@@ -35,9 +38,6 @@ void aclient_free(struct aclient *);
  * once, from the event loop, never from inside this call. */
 void aclient_request(struct aclient *, const char *method, const char *path,
     json_t *body, int gil_ms, int timeout_ms, aclient_cb, void *arg);
-/* Requests queued or in flight. */
-int aclient_queued(const struct aclient *);
-
 /* A target's state, in the order of severity for sorting. */
 enum top_state {
 	TOP_CONNECTING,
@@ -70,6 +70,7 @@ struct top_module {
 /* A process the view watches. Owned by struct top; never freed while a
  * request of its aclient is in flight (unprobed ones have no aclient). */
 struct top_target {
+	struct top *top; /* the view it belongs to */
 	struct endpoint ep;
 	struct aclient *ac; /* NULL when unprobed */
 	char *command;
@@ -90,23 +91,23 @@ struct top_target {
 	int nmods;
 	double compute; /* seconds of root fwd+bwd+opt over all steps */
 
-	char *frame; /* innermost Python frame of the main thread */
-	double frame_at;
+	char *frame;     /* innermost Python frame of the main thread */
+	double frame_at; /* clock_ms() when it was asked */
 	char *error;
-	double reply_at; /* CLOCK_REALTIME of the last trace reply */
+	double reply_at; /* clock_wall() of the last trace reply */
 };
 
 /* A pane: a small vtable and its private state. */
 struct pane;
 struct pane_type {
-	const char *name;
-	int fkey;          /* F-key number that shows it */
-	const char *hints; /* the pane's keys, for the key bar */
+	const char *name;  /* its tab and its title in the help */
+	const char *label; /* short, for the key bar */
+	const char *hints; /* its own keys, for the key bar and the help */
 	int text_input;    /* letters go to an input line */
 	void (*init)(struct pane *);
 	void (*draw)(struct pane *, WINDOW *, int y, int h, int w);
-	int (*key)(struct pane *, int key); /* 1 if it used the key */
-	void (*resize)(struct pane *, int h, int w);
+	int (*key)(struct pane *, int key);          /* 1 if it used the key */
+	void (*resize)(struct pane *, int h, int w); /* may be NULL */
 	void (*free)(struct pane *);
 };
 struct pane {
@@ -115,54 +116,94 @@ struct pane {
 	void *data;
 };
 
-enum {
-	TOP_PANE_PROCS,
-	TOP_PANE_MODULES,
-	TOP_PANE_STACKS,
-	TOP_PANE_SQL,
-	TOP_PANE_EVAL,
-	TOP_NPANES
-};
+/* The panes in tab order: the one table the enum, the F-keys (F2 on), the
+ * digits (1 on), the tabs, the key bar and the help are made from. */
+#define TOP_PANES(X)                           \
+	X(TOP_PANE_PROCS, pane_processes_type) \
+	X(TOP_PANE_MODULES, pane_modules_type) \
+	X(TOP_PANE_STACKS, pane_stacks_type)   \
+	X(TOP_PANE_SQL, pane_sql_type)         \
+	X(TOP_PANE_EVAL, pane_eval_type)
+#define TOP_PANE_ENUM(id, type) id,
+enum top_pane { TOP_PANES(TOP_PANE_ENUM) TOP_NPANES };
+#define TOP_PANE_FKEY_FIRST 2 /* F1 is help */
 
-/* The whole view; one per program. */
+/* The whole view; one per program, owned by cmd-top.c. */
 struct top {
+	/* The model (top.c, top-poll.c, top-target.c). */
 	struct event_base *base;
 	struct cmd_ctx *ctx;
 	struct top_target **targets;
 	int ntargets;
-	int scan; /* no -t: rescan local processes */
+	int scan;         /* no -t: rescan local processes */
+	double last_scan; /* clock_ms() */
+	struct top_target *sel;
+	char status[256]; /* a message for the user, until status_until */
+	int status_err;
+	double status_until; /* clock_ms() */
+
+	/* What the model tells its owner; set by cmd-top.c, may be NULL. */
+	void (*changed)(struct top *); /* numbers or status changed */
+	void (*round_done)(struct top *, struct top_target *);
+
+	/* The command (cmd-top.c). */
 	int interval_ms;
 	int batch, iterations, done_iterations;
 	int bench_frames;
-	struct top_target *sel;
-	int sort_col, sort_rev;
-	int all_modules;
+	int dirty;
+	struct event *tick, *redraw;
+
+	/* The screen (ui.c and the panes). */
 	struct pane panes[TOP_NPANES];
-	int current;
+	int current; /* an enum top_pane */
 	int help;
 	int color;
 	int utf8;
-	char status[256];
-	int status_err;
-	double status_until;
-	int dirty;
-	struct event *tick, *redraw;
+	int all_modules; /* the Modules pane sums every target */
 };
 
-/* cmd-top.c */
-double top_now(void);  /* CLOCK_MONOTONIC seconds */
-double top_wall(void); /* CLOCK_REALTIME seconds */
-struct top_target *top_selected(struct top *);
+/* top-target.c: one target's numbers; calls nothing above it. */
+struct top_target *top_target_new(
+    struct top *, const struct endpoint *, int probed);
+void top_target_free(struct top_target *);
+void top_target_set_error(struct top_target *, const char *cause);
+/* Recomputes the derived numbers and the state of t. */
+void top_target_derive(struct top_target *t);
+/* Adds one step group (fwd, bwd, opt seconds; end wall time; MB). */
+void top_target_merge_step(struct top_target *, int64_t step, double fwd,
+    double bwd, double opt, double end, double mb);
+/* The module named name, added when new. */
+struct top_module *top_target_module(struct top_target *, const char *name);
+/* The newest step number, -1 when none. */
+int64_t top_target_last_step(const struct top_target *);
+/* Recent step times in seconds, oldest first, at most max; how many. */
+int top_target_step_times(const struct top_target *, double *out, int max);
+/* True when pid is gone or a zombie. */
+int top_pid_gone(pid_t pid);
+/* Tells the owner the numbers changed (top->changed). */
+void top_changed(struct top *);
 void top_set_status(struct top *, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void top_changed(struct top *);
-void top_inject(struct top *, struct top_target *);
-/* Orders targets by the Processes pane's sort column. */
-void top_sort(struct top *);
-/* Formats a duration in seconds as ms text, "-" when unknown (< 0). */
-void top_fmt_ms(char *buf, size_t len, double secs);
 
-/* ui.c */
+/* top-poll.c: a polling round on one target (health, steps, modules,
+ * main-thread frame); ends with top->round_done. */
+void top_poll(struct top *, struct top_target *);
+
+/* top.c: the targets as a whole. */
+/* The selected target (the first when the old one left), or NULL. */
+struct top_target *top_selected(struct top *);
+/* One tick: rescans when due, starts rounds, expires the status. */
+void top_tick(struct top *);
+/* Rescans local processes (no -t): probed ones and Python ones. */
+void top_scan(struct top *);
+/* True while a round of any target is in flight. */
+int top_busy(const struct top *);
+/* Injects the agent into unprobed t by running `probing -t PID inject`. */
+void top_inject(struct top *, struct top_target *t);
+/* Frees every target. */
+void top_free(struct top *);
+
+/* ui.c: the screen; calls the panes through TOP_PANES. */
 int ui_start(struct top *, char **cause);
 void ui_stop(void);
 /* Frees the panes, stops reading keys and restores the terminal. */
@@ -170,7 +211,8 @@ void ui_end(struct top *);
 void ui_draw(struct top *);
 void ui_key(struct top *, int key);
 void ui_resize(struct top *);
-/* Colour pairs (attributes only when colours are off). */
+
+/* ui-draw.c: colours and text on the screen; below the panes and ui.c. */
 enum ui_color {
 	UI_NORMAL,
 	UI_HEADER,
@@ -184,38 +226,58 @@ enum ui_color {
 	UI_KEY,
 	UI_KEYTEXT,
 	UI_TITLE,
-	UI_SPARK
+	UI_SPARK,
+	UI_NCOLORS
 };
+/* Sets up the colour pairs (attributes only with NO_COLOR); returns
+ * whether colours are on. */
+int ui_colors_init(void);
+/* Colour pair and attributes of c. */
 int ui_attr(enum ui_color);
 /* Sets the attributes (colour pair included) of n cells at (y, x). */
 void ui_chgat(WINDOW *, int y, int x, int n, int attr);
 /* Writes at most w columns of UTF-8 text s at (y, x). */
 void ui_text(WINDOW *, int y, int x, int w, const char *s);
-/* An input line with history: edits and returns 1 when Enter was hit. */
+/* Bytes of s that fill at most w columns; *cols gets the columns used. */
+size_t ui_fit(const char *s, int w, int *cols);
+
+/* ui-list.c: the scrolling and selection every pane shares (htop's
+ * Panel_onKey): Up/Down (and k/j) by one, PgUp/PgDn by a page, Home/End to
+ * either end. A list with a selection moves it and keeps it in view; one
+ * without scrolls its view, and End follows new items. */
+struct ui_list {
+	int select; /* items are selected, not just scrolled */
+	int sel;    /* the selected item */
+	int first;  /* the first item shown */
+	int n;      /* items, as of the last ui_list_fit */
+	int page;   /* rows shown, as of the last ui_list_fit */
+	int follow; /* (no selection) keep the newest items in view */
+};
+/* Moves sel or first for a navigation key; 1 if the key was one. */
+int ui_list_key(struct ui_list *, int key);
+/* Records n items in page rows and brings sel and first in range. */
+void ui_list_fit(struct ui_list *, int n, int page);
+
+/* ui-line.c: an input line with history, for the SQL and Eval panes. */
 struct ui_line {
 	char buf[1024];
 	size_t len, pos;
 	char *hist[64];
 	int nhist, hpos;
 };
+/* Edits the line; returns 1 when Enter was hit on a non-empty line. */
 int ui_line_key(struct ui_line *, int key);
 void ui_line_draw(struct ui_line *, WINDOW *, int y, int w, const char *prompt);
+void ui_line_clear(struct ui_line *);
 void ui_line_free(struct ui_line *);
 
 /* pane-*.c */
-extern const struct pane_type pane_processes_type;
-extern const struct pane_type pane_modules_type;
-extern const struct pane_type pane_stacks_type;
-extern const struct pane_type pane_sql_type;
-extern const struct pane_type pane_eval_type;
-/* Text lines shared by the screen and --batch. */
-void pane_processes_header(char *, size_t, int w);
-void pane_processes_line(struct top_target *, char *, size_t, int w);
+#define TOP_PANE_EXTERN(id, type) extern const struct pane_type type;
+TOP_PANES(TOP_PANE_EXTERN)
+/* The Processes pane as text, for --batch: a summary line, the header
+ * and one line per target, sorted by the first column. */
 void pane_processes_print(struct top *, FILE *);
-/* Modules of t, or of every target when t is NULL; sorted by time.
- * Returns a malloc'd array of *n copies whose names are borrowed. */
-struct top_module *pane_modules_collect(
-    struct top *, struct top_target *t, int *n, double *compute);
+/* The Modules pane as text, one table per probed target. */
 void pane_modules_print(struct top *, FILE *);
 
 #endif

@@ -87,6 +87,25 @@ int cmd_inject_agent_path(
 /* cmd-query.c */
 json_t *cmd_query_run(struct cmd_ctx *, const char *sql, int *failed);
 
+/* stack.c: python.backtrace rows grouped into threads. */
+/* What a thread is doing, as a value (from the agent's thread_state). */
+enum stack_state {
+	STACK_UNKNOWN,
+	STACK_GIL_HOLDER,
+	STACK_GIL_WAITING,
+	STACK_RUNNING,
+	STACK_IDLE,
+};
+/* The query the groups are made from; a WHERE or ORDER BY may follow. */
+extern const char stack_sql[];
+/* The value of a thread_state text; STACK_UNKNOWN for NULL or new text. */
+enum stack_state stack_state(const char *text);
+/* Rows of python.backtrace (any column order; a "target" column when from
+ * several targets) as [{target?, thread_id, thread_name, state, note,
+ * frames: [{type, func, file, depth, lineno (Python) or offset}]}],
+ * threads in the order of the rows. */
+json_t *stack_threads(json_t *result);
+
 /* fmt.c: query results printed as table, json or csv. */
 enum fmt_kind { FMT_TABLE, FMT_JSON, FMT_CSV };
 extern const char *const fmt_names[];
@@ -97,5 +116,12 @@ void fmt_print(FILE *, enum fmt_kind, json_t *result);
 void fmt_merge_target(json_t **merged, json_t *result, const char *target);
 /* A JSON value as text (strings bare, null empty); malloc'd. */
 char *fmt_value(json_t *);
+/* The index of the column named name in result, or -1: results are read
+ * by column name, never by position. */
+int fmt_col(json_t *result, const char *name);
+/* The cell of row in column col (from fmt_col); NULL when col is -1. */
+json_t *fmt_cell(json_t *row, int col);
+/* A duration in seconds as millisecond text; "-" when unknown (< 0). */
+void fmt_ms(char *buf, size_t len, double secs);
 
 #endif

@@ -1,12 +1,13 @@
 /* The screen of `probing top`: curses set-up and teardown (also on crash
- * signals), colours (off with NO_COLOR), the title, tabs, key bar, help
- * overlay, key dispatch, resizing, and the input line the SQL and Eval
- * panes share. */
+ * signals), the title, tabs, key bar, help overlay, key dispatch and
+ * resizing. The panes come from one table (TOP_PANES in top.h): their
+ * order, F-keys, digits, tabs, key bar entries and help all follow it. */
 #include <sys/ioctl.h>
 
 #include <langinfo.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,9 +18,21 @@
 #include "xmalloc.h"
 #include "top.h"
 
+#define TOP_PANE_TYPE(id, type) [id] = &type,
+static const struct pane_type *const ui_panes[TOP_NPANES] = { TOP_PANES(
+    TOP_PANE_TYPE) };
+
+/* Keys that are the same in every pane, for the help. */
+static const char *const ui_global_help[] = {
+	"F1 or ?         this help (any key closes it)",
+	"Up/Down PgUp/PgDn Home/End   move in any list (j k too)",
+	"                (digits, ? and q work outside input lines)",
+	"Esc             back to the first pane from an input line",
+	"q, F10, Ctrl-C  quit",
+};
+
 static int ui_started;
 static struct event *ui_stdin_ev;
-static int ui_attrs[UI_SPARK + 1];
 
 /* Restores the terminal; safe to call more than once. */
 void
@@ -42,104 +55,6 @@ ui_crash(int sig)
 	}
 	signal(sig, SIG_DFL);
 	raise(sig);
-}
-
-int
-ui_attr(enum ui_color c)
-{
-	return ui_attrs[c];
-}
-
-static void
-ui_colors(struct top *top)
-{
-	const char *nc = getenv("NO_COLOR");
-	int grey;
-
-	top->color = has_colors() && (nc == NULL || *nc == '\0');
-	ui_attrs[UI_NORMAL] = A_NORMAL;
-	ui_attrs[UI_HEADER] = A_REVERSE;
-	ui_attrs[UI_SELECTED] = A_REVERSE | A_BOLD;
-	ui_attrs[UI_RUNNING] = A_BOLD;
-	ui_attrs[UI_IDLE] = A_NORMAL;
-	ui_attrs[UI_HUNG] = A_BOLD | A_UNDERLINE;
-	ui_attrs[UI_DEAD] = A_DIM;
-	ui_attrs[UI_GREY] = A_DIM;
-	ui_attrs[UI_ERROR] = A_BOLD;
-	ui_attrs[UI_KEY] = A_REVERSE;
-	ui_attrs[UI_KEYTEXT] = A_NORMAL;
-	ui_attrs[UI_TITLE] = A_BOLD;
-	ui_attrs[UI_SPARK] = A_NORMAL;
-	if (!top->color)
-		return;
-	start_color();
-	use_default_colors();
-	grey = COLORS >= 256 ? 244 : COLOR_WHITE;
-	init_pair(1, COLOR_BLACK, COLOR_GREEN);
-	init_pair(2, COLOR_BLACK, COLOR_CYAN);
-	init_pair(3, COLOR_GREEN, -1);
-	init_pair(4, COLOR_YELLOW, -1);
-	init_pair(5, COLOR_RED, -1);
-	init_pair(6, COLOR_MAGENTA, -1);
-	init_pair(7, grey, -1);
-	init_pair(8, COLOR_CYAN, -1);
-	init_pair(9, COLOR_WHITE, COLOR_BLUE);
-	ui_attrs[UI_HEADER] = COLOR_PAIR(1);
-	ui_attrs[UI_SELECTED] = COLOR_PAIR(2);
-	ui_attrs[UI_RUNNING] = COLOR_PAIR(3);
-	ui_attrs[UI_IDLE] = COLOR_PAIR(4);
-	ui_attrs[UI_HUNG] = COLOR_PAIR(5) | A_BOLD;
-	ui_attrs[UI_DEAD] = COLOR_PAIR(6);
-	ui_attrs[UI_GREY] =
-	    COLORS >= 256 ? COLOR_PAIR(7) : COLOR_PAIR(7) | A_DIM;
-	ui_attrs[UI_ERROR] = COLOR_PAIR(5) | A_BOLD;
-	ui_attrs[UI_KEY] = COLOR_PAIR(2);
-	ui_attrs[UI_TITLE] = COLOR_PAIR(9) | A_BOLD;
-	ui_attrs[UI_SPARK] = COLOR_PAIR(8);
-}
-
-/* Bytes of s that fill at most w columns (one per code point). */
-static size_t
-ui_fit(const char *s, int w, int *cols)
-{
-	size_t i = 0;
-	int n = 0;
-
-	while (s[i] != '\0') {
-		if (((unsigned char)s[i] & 0xc0) != 0x80) {
-			if (n == w)
-				break;
-			n++;
-		}
-		i++;
-	}
-	if (cols != NULL)
-		*cols = n;
-	return i;
-}
-
-void
-ui_text(WINDOW *win, int y, int x, int w, const char *s)
-{
-	size_t n;
-	char buf[4096];
-	size_t i, j;
-
-	if (w <= 0 || s == NULL)
-		return;
-	n = ui_fit(s, w, NULL);
-	/* Control characters would move the cursor: show them as spaces. */
-	for (i = j = 0; i < n && j < sizeof buf - 1; i++)
-		buf[j++] = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
-	buf[j] = '\0';
-	mvwaddstr(win, y, x, buf);
-}
-
-void
-ui_chgat(WINDOW *win, int y, int x, int n, int attr)
-{
-	mvwchgat(win, y, x, n, (attr_t)attr & ~A_COLOR,
-	    (short)PAIR_NUMBER(attr), NULL);
 }
 
 /* Reads every pending key. Readable with no key means the terminal hung
@@ -196,15 +111,11 @@ ui_start(struct top *top, char **cause)
 	keypad(stdscr, TRUE);
 	nodelay(stdscr, TRUE);
 	curs_set(0);
-	ui_colors(top);
+	top->color = ui_colors_init();
 	for (p = 0; p < TOP_NPANES; p++) {
-		static const struct pane_type *const types[TOP_NPANES] = {
-			&pane_processes_type, &pane_modules_type,
-			&pane_stacks_type, &pane_sql_type, &pane_eval_type
-		};
-		top->panes[p].type = types[p];
+		top->panes[p].type = ui_panes[p];
 		top->panes[p].top = top;
-		types[p]->init(&top->panes[p]);
+		ui_panes[p]->init(&top->panes[p]);
 	}
 	ui_stdin_ev = event_new(
 	    top->base, STDIN_FILENO, EV_READ | EV_PERSIST, ui_stdin_cb, top);
@@ -269,8 +180,8 @@ ui_tabs(struct top *top, int w)
 	move(1, 0);
 	clrtoeol();
 	for (p = 0; p < TOP_NPANES && x < w; p++) {
-		n = snprintf(buf, sizeof buf, " %d %s ", p + 1,
-		    top->panes[p].type->name);
+		n = snprintf(
+		    buf, sizeof buf, " %d %s ", p + 1, ui_panes[p]->name);
 		attrset(p == top->current ? ui_attr(UI_SELECTED) | A_BOLD
 					  : A_NORMAL);
 		ui_text(stdscr, 1, x, w - x, buf);
@@ -279,49 +190,68 @@ ui_tabs(struct top *top, int w)
 	attrset(A_NORMAL);
 }
 
-/* The key bar, htop style: the key highlighted, then what it does. */
+/* One key bar entry at *x: the key highlighted, then what it does. */
+static void
+ui_keybar_entry(int y, int *x, int w, const char *key, const char *what)
+{
+	if (*x >= w)
+		return;
+	attrset(ui_attr(UI_KEY));
+	ui_text(stdscr, y, *x, w - *x, key);
+	*x += (int)strlen(key);
+	attrset(ui_attr(UI_KEYTEXT));
+	ui_text(stdscr, y, *x, w - *x, what);
+	*x += (int)strlen(what) + 1;
+}
+
+/* The key bar, htop style: help, the panes, quit, then the pane's keys. */
 static void
 ui_keybar(struct top *top, int y, int w)
 {
-	static const char *const keys[][2] = { { "F1", "Help" },
-		{ "F2", "Procs" }, { "F3", "Modules" }, { "F4", "Stacks" },
-		{ "F5", "SQL" }, { "F6", "Eval" }, { "F10", "Quit" } };
-	const char *hints = top->panes[top->current].type->hints;
-	size_t i;
-	int x = 0, n;
+	char key[8];
+	int x = 0, p;
 
 	move(y, 0);
 	clrtoeol();
-	for (i = 0; i < sizeof keys / sizeof keys[0] && x < w; i++) {
-		attrset(ui_attr(UI_KEY));
-		n = (int)strlen(keys[i][0]);
-		ui_text(stdscr, y, x, w - x, keys[i][0]);
-		x += n;
-		attrset(ui_attr(UI_KEYTEXT));
-		ui_text(stdscr, y, x, w - x, keys[i][1]);
-		x += (int)strlen(keys[i][1]) + 1;
+	ui_keybar_entry(y, &x, w, "F1", "Help");
+	for (p = 0; p < TOP_NPANES; p++) {
+		snprintf(key, sizeof key, "F%d", TOP_PANE_FKEY_FIRST + p);
+		ui_keybar_entry(y, &x, w, key, ui_panes[p]->label);
 	}
+	ui_keybar_entry(y, &x, w, "F10", "Quit");
 	attrset(A_DIM);
 	if (x + 2 < w)
-		ui_text(stdscr, y, x + 1, w - x - 1, hints);
+		ui_text(
+		    stdscr, y, x + 1, w - x - 1, ui_panes[top->current]->hints);
 	attrset(A_NORMAL);
 }
 
+/* The help line naming the pane keys: "F2..F6, 1..5    Processes, ...". */
 static void
-ui_help(struct top *top, int h, int w)
+ui_help_panes(char *buf, size_t len)
 {
-	static const char *const global[] = {
-		"F1 or ?         this help (any key closes it)",
-		"F2..F6, 1..5    Processes, Modules, Stacks, SQL, Eval",
-		"                (digits, ? and q work outside input lines)",
-		"Esc             back to Processes from SQL or Eval",
-		"q, F10, Ctrl-C  quit",
-		"",
-	};
-	int bw = w > 124 ? 120 : w - 4, bh, y0, x0, i, line = 0;
-	size_t k;
+	size_t off;
+	int p;
 
-	bh = (int)(sizeof global / sizeof global[0]) + 2 * TOP_NPANES + 4;
+	snprintf(buf, len, "F%d..F%d, 1..%d", TOP_PANE_FKEY_FIRST,
+	    TOP_PANE_FKEY_FIRST + TOP_NPANES - 1, TOP_NPANES);
+	off = strlen(buf);
+	while (off < 16 && off < len - 1)
+		buf[off++] = ' ';
+	buf[off] = '\0';
+	for (p = 0; p < TOP_NPANES && off < len; p++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+		    p ? ", " : "", ui_panes[p]->name);
+}
+
+static void
+ui_help(int h, int w)
+{
+	int bw = w > 124 ? 120 : w - 4, bh, y0, x0, i, line = 0;
+	char panes[256];
+	size_t k, nglobal = sizeof ui_global_help / sizeof ui_global_help[0];
+
+	bh = (int)nglobal + 2 + 2 * TOP_NPANES + 4;
 	if (bh > h - 2)
 		bh = h - 2;
 	if (bw < 20 || bh < 5)
@@ -334,15 +264,19 @@ ui_help(struct top *top, int h, int w)
 	attrset(ui_attr(UI_SELECTED) | A_BOLD);
 	ui_text(stdscr, y0, x0 + 2, bw - 4, "probing top: keys");
 	attrset(ui_attr(UI_SELECTED));
-	for (k = 0; k < sizeof global / sizeof global[0] && line < bh - 2; k++)
-		ui_text(stdscr, y0 + 2 + line++, x0 + 2, bw - 4, global[k]);
+	ui_help_panes(panes, sizeof panes);
+	ui_text(stdscr, y0 + 2 + line++, x0 + 2, bw - 4, panes);
+	for (k = 0; k < nglobal && line < bh - 2; k++)
+		ui_text(
+		    stdscr, y0 + 2 + line++, x0 + 2, bw - 4, ui_global_help[k]);
+	line++;
 	for (i = 0; i < TOP_NPANES && line < bh - 3; i++) {
 		attrset(ui_attr(UI_SELECTED) | A_BOLD);
-		ui_text(stdscr, y0 + 2 + line++, x0 + 2, bw - 4,
-		    top->panes[i].type->name);
+		ui_text(
+		    stdscr, y0 + 2 + line++, x0 + 2, bw - 4, ui_panes[i]->name);
 		attrset(ui_attr(UI_SELECTED));
 		ui_text(stdscr, y0 + 2 + line++, x0 + 4, bw - 6,
-		    top->panes[i].type->hints);
+		    ui_panes[i]->hints);
 	}
 	attrset(A_NORMAL);
 }
@@ -374,7 +308,7 @@ ui_draw(struct top *top)
 	}
 	ui_keybar(top, h - 1, w);
 	if (top->help)
-		ui_help(top, h, w);
+		ui_help(h, w);
 	refresh();
 }
 
@@ -391,16 +325,30 @@ ui_resize(struct top *top)
 		resize_term(ws.ws_row, ws.ws_col); /* no KEY_RESIZE pushed */
 	getmaxyx(stdscr, h, w);
 	for (p = 0; p < TOP_NPANES; p++)
-		top->panes[p].type->resize(&top->panes[p], h - 4, w);
+		if (top->panes[p].type->resize != NULL)
+			top->panes[p].type->resize(&top->panes[p], h - 4, w);
 	clear();
 	ui_draw(top);
+}
+
+/* The pane key shows, or -1: F2 on, or 1 on outside an input line. */
+static int
+ui_pane_for_key(int key, int text)
+{
+	int p;
+
+	for (p = 0; p < TOP_NPANES; p++)
+		if (key == KEY_F(TOP_PANE_FKEY_FIRST + p) ||
+		    (!text && key == '1' + p))
+			return p;
+	return -1;
 }
 
 void
 ui_key(struct top *top, int key)
 {
 	struct pane *p = &top->panes[top->current];
-	int text = p->type->text_input;
+	int text = p->type->text_input, to;
 
 	if (key == KEY_RESIZE) {
 		ui_draw(top);
@@ -413,162 +361,14 @@ ui_key(struct top *top, int key)
 	}
 	if (key == KEY_F(1) || (key == '?' && !text))
 		top->help = 1;
-	else if (key >= KEY_F(2) && key <= KEY_F(6))
-		top->current = key - KEY_F(2);
-	else if (!text && key >= '1' && key <= '5')
-		top->current = key - '1';
+	else if ((to = ui_pane_for_key(key, text)) >= 0)
+		top->current = to;
 	else if (key == KEY_F(10) || (key == 'q' && !text)) {
 		event_base_loopbreak(top->base);
 		return;
 	} else if (key == 27 && text)
-		top->current = TOP_PANE_PROCS;
+		top->current = 0;
 	else
 		p->type->key(p, key);
 	ui_draw(top);
-}
-
-/* The input line ---------------------------------------------------- */
-
-static void
-ui_line_set(struct ui_line *l, const char *s)
-{
-	snprintf(l->buf, sizeof l->buf, "%s", s);
-	l->len = l->pos = strlen(l->buf);
-}
-
-int
-ui_line_key(struct ui_line *l, int key)
-{
-	size_t n;
-
-	switch (key) {
-	case KEY_LEFT:
-		while (l->pos > 0 &&
-		    ((unsigned char)l->buf[--l->pos] & 0xc0) == 0x80)
-			;
-		return 0;
-	case KEY_RIGHT:
-		while (l->pos < l->len &&
-		    ((unsigned char)l->buf[++l->pos] & 0xc0) == 0x80)
-			;
-		return 0;
-	case KEY_HOME:
-	case 1: /* ^A */
-		l->pos = 0;
-		return 0;
-	case KEY_END:
-	case 5: /* ^E */
-		l->pos = l->len;
-		return 0;
-	case 21: /* ^U */
-		l->len = l->pos = 0;
-		l->buf[0] = '\0';
-		return 0;
-	case KEY_BACKSPACE:
-	case 127:
-	case 8:
-		if (l->pos == 0)
-			return 0;
-		n = 1;
-		while (l->pos - n > 0 &&
-		    ((unsigned char)l->buf[l->pos - n] & 0xc0) == 0x80)
-			n++;
-		memmove(
-		    l->buf + l->pos - n, l->buf + l->pos, l->len - l->pos + 1);
-		l->pos -= n;
-		l->len -= n;
-		return 0;
-	case KEY_DC:
-		if (l->pos < l->len) {
-			n = 1;
-			while (l->pos + n < l->len &&
-			    ((unsigned char)l->buf[l->pos + n] & 0xc0) == 0x80)
-				n++;
-			memmove(l->buf + l->pos, l->buf + l->pos + n,
-			    l->len - l->pos - n + 1);
-			l->len -= n;
-		}
-		return 0;
-	case KEY_UP:
-		if (l->hpos > 0)
-			ui_line_set(l, l->hist[--l->hpos]);
-		return 0;
-	case KEY_DOWN:
-		if (l->hpos < l->nhist - 1)
-			ui_line_set(l, l->hist[++l->hpos]);
-		else {
-			l->hpos = l->nhist;
-			ui_line_set(l, "");
-		}
-		return 0;
-	case '\r':
-	case '\n':
-	case KEY_ENTER:
-		if (l->len == 0)
-			return 0;
-		if (l->nhist == 0 ||
-		    strcmp(l->hist[l->nhist - 1], l->buf) != 0) {
-			if (l->nhist ==
-			    (int)(sizeof l->hist / sizeof l->hist[0])) {
-				free(l->hist[0]);
-				memmove(l->hist, l->hist + 1,
-				    (size_t)(l->nhist - 1) * sizeof *l->hist);
-				l->nhist--;
-			}
-			l->hist[l->nhist++] = xstrdup(l->buf);
-		}
-		l->hpos = l->nhist;
-		return 1;
-	default:
-		if (key < 32 || key > 255 || l->len + 1 >= sizeof l->buf)
-			return 0;
-		memmove(
-		    l->buf + l->pos + 1, l->buf + l->pos, l->len - l->pos + 1);
-		l->buf[l->pos++] = (char)key;
-		l->len++;
-		return 0;
-	}
-}
-
-void
-ui_line_draw(struct ui_line *l, WINDOW *win, int y, int w, const char *prompt)
-{
-	int pw = (int)strlen(prompt), cols, start = 0, x;
-	size_t off = 0;
-
-	attrset(A_BOLD);
-	ui_text(win, y, 0, w, prompt);
-	attrset(A_NORMAL);
-	/* Scroll so the cursor stays visible. */
-	ui_fit(l->buf, 1 << 20, &cols);
-	{
-		char save = l->buf[l->pos];
-		int before;
-
-		l->buf[l->pos] = '\0';
-		ui_fit(l->buf, 1 << 20, &before);
-		l->buf[l->pos] = save;
-		if (before > w - pw - 2)
-			start = before - (w - pw - 2);
-		x = pw + before - start;
-	}
-	while (start > 0 && l->buf[off] != '\0') {
-		off++;
-		while (((unsigned char)l->buf[off] & 0xc0) == 0x80)
-			off++;
-		start--;
-	}
-	ui_text(win, y, pw, w - pw, l->buf + off);
-	if (x < w)
-		mvwchgat(win, y, x, 1, A_REVERSE, 0, NULL);
-}
-
-void
-ui_line_free(struct ui_line *l)
-{
-	int i;
-
-	for (i = 0; i < l->nhist; i++)
-		free(l->hist[i]);
-	l->nhist = 0;
 }
