@@ -138,6 +138,49 @@ int tbl_backtrace_register(sqlite3 *, char **cause);
  * tracing from a thread of its own (under the GIL via py_run). */
 void torch_init(void);
 
+/* identity.c: this process's place in its job, read when asked. */
+enum identity_env {
+	ID_RANK,
+	ID_LOCAL_RANK,
+	ID_WORLD_SIZE,
+	ID_LOCAL_WORLD_SIZE,
+	ID_GROUP_RANK,
+	ID_MASTER_ADDR,
+	ID_MASTER_PORT,
+	ID_RUN_ID,
+	ID_SLURM_JOB_ID,
+	ID_SLURM_PROCID,
+	ID_SLURM_LOCALID,
+	ID_SLURM_NTASKS,
+	ID_OMPI_RANK,
+	ID_OMPI_LOCAL_RANK,
+	ID_OMPI_SIZE,
+	IDENTITY_ENV_COUNT
+};
+struct identity {
+	pid_t pid;
+	char host[256];
+	int rank, local_rank, world_size, local_world_size, group_rank;
+	int master_port;
+	int dist_rank, dist_world_size; /* -1 unless initialized */
+	char job[320];
+	char backend[32];
+	char torch[64];
+	char store_host[256];
+	int store_port;
+	double start_time;  /* unix time */
+	const char *source; /* "torch.distributed", "environ" or "proc" */
+	char env[IDENTITY_ENV_COUNT][256];
+};
+/* Reads the identity, waiting up to gil_ms for the GIL (else from
+ * /proc/self/environ). Never fails; unknown numbers are -1. */
+void identity_read(struct identity *, int gil_ms);
+/* A new JSON object of the identity's public fields, or NULL. */
+json_t *identity_json(const struct identity *);
+
+/* tbl-process.c */
+int tbl_process_register(sqlite3 *, char **cause);
+
 /* tables.c: every built-in table. */
 int tbl_register_all(sqlite3 *, char **cause);
 

@@ -111,6 +111,24 @@ server_health(json_t *body, int timeout_ms, int *status, char **cause)
 }
 
 static json_t *
+server_identity(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	struct identity *id = malloc(sizeof *id);
+	json_t *r;
+
+	(void)body;
+	(void)status;
+	if (id == NULL) {
+		cause_set(cause, "out of memory");
+		return NULL;
+	}
+	identity_read(id, timeout_ms < 200 ? timeout_ms : 200);
+	r = identity_json(id);
+	free(id);
+	return r;
+}
+
+static json_t *
 server_query(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	const char *sql = server_arg(body, "sql", cause);
@@ -256,6 +274,7 @@ server_config_set(json_t *body, int timeout_ms, int *status, char **cause)
 
 static const struct server_route server_routes[] = {
 	{ PROTO_HEALTH, EVHTTP_REQ_GET, 1, 1, server_health },
+	{ PROTO_IDENTITY, EVHTTP_REQ_GET, 0, 0, server_identity },
 	{ PROTO_QUERY, EVHTTP_REQ_POST, 0, 0, server_query },
 	{ PROTO_EVAL, EVHTTP_REQ_POST, 0, 0, server_eval },
 	{ PROTO_COMPLETE, EVHTTP_REQ_POST, 0, 0, server_complete },

@@ -10,6 +10,7 @@
 #define PROTO_EVAL     "/eval"     /* POST {"code"}: output, error */
 #define PROTO_CONFIG   "/config"   /* GET: keys; POST {"key","value"} */
 #define PROTO_COMPLETE "/complete" /* POST {"text"}: matches */
+#define PROTO_IDENTITY "/identity" /* GET: rank, world_size, job, ... */
 /* GET: Prometheus text format 0.0.4 (text/plain), not JSON. */
 #define PROTO_METRICS "/metrics"
 /* The repl: a statement runs on a thread of its own so that it can be

@@ -1,0 +1,74 @@
+"""The process's place in its job: python.process and /identity, read
+when asked (the job may set its rank after the agent came)."""
+import json
+import os
+import socket
+import subprocess
+
+from conftest import probing
+
+
+def process_row(pid):
+    r = probing("-t", pid, "query", "-f", "json", "SELECT * FROM python.process")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_process_row_from_start_environment(spawn):
+    p = spawn("idle.py", env={"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
+                              "TORCHELASTIC_RUN_ID": "abc", "MASTER_ADDR": "10.0.0.1",
+                              "MASTER_PORT": "29500"})
+    row = process_row(p.pid)
+    assert row["pid"] == p.pid
+    assert row["host"] == socket.gethostname()
+    assert (row["rank"], row["world_size"], row["local_rank"]) == (3, 4, 1)
+    assert row["job"] == "torchelastic:abc"
+    assert row["master_addr"] == "10.0.0.1" and row["master_port"] == 29500
+    assert row["python"].startswith("3.")
+    assert row["endpoint"] == "@probing-%d" % p.pid
+    assert row["source"] == "environ"
+    assert row["start_time"] > 1e9
+
+
+def test_no_job_gives_nulls(spawn):
+    p = spawn("idle.py")
+    row = process_row(p.pid)
+    assert row["rank"] is None and row["world_size"] is None and row["job"] is None
+
+
+def test_identity_follows_environ_and_torch_distributed(spawn, tmp_path):
+    ctl = tmp_path / "ctl"
+    p = spawn("rank_env.py", env={"RANK_CTL": str(ctl), "DIST_PORT": str(free_port())})
+    p.wait_out("ready")
+    assert process_row(p.pid)["rank"] is None
+    ctl.write_text("env")
+    p.wait_out("env set")
+    row = process_row(p.pid)
+    assert (row["rank"], row["world_size"], row["job"]) == (5, 8, "torchelastic:run-42")
+    ctl.write_text("dist")
+    p.wait_out("dist set", timeout=60)
+    row = process_row(p.pid)
+    assert row["source"] == "torch.distributed"
+    assert row["backend"] == "gloo"
+    assert (row["rank"], row["world_size"]) == (0, 1)  # the group wins over RANK=5
+    assert row["torch"]
+
+
+def test_identity_route(spawn):
+    p = spawn("idle.py", env={"SLURM_JOB_ID": "77", "SLURM_PROCID": "2", "SLURM_NTASKS": "16"})
+    r = subprocess.run(["curl", "-sf", "--abstract-unix-socket", "probing-%d" % p.pid,
+                        "http://agent/identity"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["rank"], out["world_size"], out["job"]) == (2, 16, "slurm:77")
+    assert out["pid"] == p.pid
