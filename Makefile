@@ -2,6 +2,9 @@
 
 PREFIX  ?= /usr/local
 PYTHON  ?= /usr/bin/python3
+# One agent is built per interpreter named here: make PYTHONS="python3.11 python3.13".
+PYTHONS ?= $(PYTHON)
+PROBING_ROOTS ?= /var/cache/probing-roots
 CC      ?= cc
 VERSION := 0.1.0
 
@@ -41,16 +44,20 @@ AGENT_SO := agent/libprobing-$(PYVER).so
 AGENT_LIBS := -levent_pthreads -levent -ljansson -lsqlite3 -lunwind -lpthread
 TUI_LIBS := -levent -ljansson -lncursesw -ledit -lm
 
-.PHONY: all agent deps deps-check test unit e2e demo install asan lint bench-instr \
-        format format-check bench screenshots fuzz clean help
+.PHONY: all agent agents deps deps-check test unit e2e demo install install-agent asan lint \
+        bench-instr format format-check bench screenshots fuzz clean help \
+        roots install-root matrix deps-matrix
 
-all: deps-check probing $(AGENT_SO) tests-bin
+all: deps-check probing agents tests-bin
 
 help:
 	@echo "make [all]      build ./probing, the agent and the test programs"
 	@echo "make test       install missing Debian packages, build, run every test"
 	@echo "make demo       run the bundled demo workload and look at it"
-	@echo "make install    PREFIX=$(PREFIX) PYTHON=$(PYTHON)"
+	@echo "make install    PREFIX=$(PREFIX) PYTHONS=\"$(PYTHONS)\" (an agent for each)"
+	@echo "make roots      Debian roots for other Pythons under PROBING_ROOTS=$(PROBING_ROOTS)"
+	@echo "make install-root ROOT=DIR   build and install probing inside a root"
+	@echo "make matrix     the end-to-end suite in every root and Python, and torch 2.13"
 	@echo "make asan       the whole suite under ASan and UBSan"
 	@echo "make bench      the benchmarks under tests/bench/ (bench-instr: instruction counts)"
 	@echo "make lint | format | format-check | fuzz | screenshots | deps | clean"
@@ -93,7 +100,16 @@ $(B)/py$(PYVER)/agent/eval-helper-src.o: $(B)/py$(PYVER)/agent/eval-helper-src.c
 $(AGENT_SO): $(AGENT_OBJ) $(SHARED_PIC_OBJ)
 	$(CC) -shared -Wl,-z,defs -Wl,--unresolved-symbols=ignore-all -o $@ $^ $(LDFLAGS) $(AGENT_LIBS)
 
-agent: $(AGENT_SO)
+# One agent per interpreter in PYTHONS, each built by a make of its own.
+agents:
+	@for p in $(PYTHONS); do \
+	  command -v $$p >/dev/null || { echo "probing: no interpreter $$p (from PYTHONS=$(PYTHONS))" >&2; exit 1; }; \
+	  $(MAKE) --no-print-directory agent PYTHON=$$p PYTHONS=$$p || exit 1; done
+
+agent:
+	@[ -n "$(PYVER)" ] || { echo "probing: cannot run $(PYTHON)" >&2; exit 1; }
+	@[ -f "$(PYINC)/Python.h" ] || { echo "probing: no Python.h for python$(PYVER) in $(PYINC) (apt-get install python$(PYVER)-dev)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(AGENT_SO)
 
 probing: $(TUI_OBJ) $(INJ_OBJ) $(SHARED_OBJ)
 	$(CC) -o $@ $^ $(LDFLAGS) $(TUI_LIBS) $(SANITIZE)
@@ -190,14 +206,34 @@ screenshots: all
 	@tests/e2e/screenshots.sh
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/probing \
-	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PYSITE)/probing
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 probing $(DESTDIR)$(PREFIX)/bin/probing
-	install -m 755 $(AGENT_SO) $(DESTDIR)$(PREFIX)/lib/probing/
 	./probing help --man > $(DESTDIR)$(PREFIX)/share/man/man1/probing.1
+	@for p in $(PYTHONS); do \
+	  $(MAKE) --no-print-directory install-agent PYTHON=$$p PYTHONS=$$p || exit 1; done
+
+# The agent of one PYTHON beside the others, and the package in its site.
+install-agent: agent
+	install -d $(DESTDIR)$(PREFIX)/lib/probing $(DESTDIR)$(PYSITE)/probing
+	install -m 755 $(AGENT_SO) $(DESTDIR)$(PREFIX)/lib/probing/
 	install -m 644 agent/python/probing/*.py $(DESTDIR)$(PYSITE)/probing/
 	install -m 755 $(AGENT_SO) $(DESTDIR)$(PYSITE)/probing/
 	install -m 644 agent/python/probing.pth $(DESTDIR)$(PYSITE)/probing.pth
+
+# Other Pythons and torch versions, each in a Debian root (see README).
+deps-matrix:
+	@command -v debootstrap >/dev/null || { apt-get update -qq >/dev/null 2>&1 || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+
+roots: deps-matrix
+	@PROBING_ROOTS=$(PROBING_ROOTS) tests/matrix/roots.sh
+
+install-root:
+	@[ -n "$(ROOT)" ] || { echo "usage: make install-root ROOT=DIR" >&2; exit 2; }
+	@tests/matrix/install-root.sh $(ROOT)
+
+matrix: deps-matrix
+	@PROBING_ROOTS=$(PROBING_ROOTS) tests/matrix/matrix.sh
 
 clean:
 	rm -rf $(B) probing agent/libprobing-*.so

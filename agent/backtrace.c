@@ -48,6 +48,9 @@
 #include <internal/pycore_runtime.h>
 #include <internal/pycore_interp.h>
 #include <internal/pycore_frame.h>
+#if PY_VERSION_HEX >= 0x030E0000
+#include <internal/pycore_interpframe_structs.h>
+#endif
 
 #include "agent.h"
 #include "log.h"
@@ -382,40 +385,53 @@ bt_code_get(struct bt_work *w, uintptr_t addr)
 	return c;
 }
 
-/* Walks one thread state's frame chain into w->py[ti], innermost first. */
+/* The code object a frame runs and its instruction pointer: 3.13 renamed
+ * both (instr_ptr is the current instruction, prev_instr the one before,
+ * but _PyInterpreterFrame_LASTI computes the same index from each); 3.14
+ * tags the low bits of the code reference. */
+#if PY_VERSION_HEX >= 0x030E0000
+#define BT_FRAME_CODE(f)  ((uintptr_t)(f).f_executable.bits & ~(uintptr_t)7)
+#define BT_FRAME_INSTR(f) ((uintptr_t)(f).instr_ptr)
+#elif PY_VERSION_HEX >= 0x030D0000
+#define BT_FRAME_CODE(f)  ((uintptr_t)(f).f_executable)
+#define BT_FRAME_INSTR(f) ((uintptr_t)(f).instr_ptr)
+#else
+#define BT_FRAME_CODE(f)  ((uintptr_t)(f).f_code)
+#define BT_FRAME_INSTR(f) ((uintptr_t)(f).prev_instr)
+#endif
+
+/* Walks one thread's frame chain from frame fa into w->py[ti], innermost
+ * first. */
 static void
-bt_walk_tstate(struct bt_work *w, int ti, uintptr_t cframe_addr)
+bt_walk_tstate(struct bt_work *w, int ti, uintptr_t fa)
 {
-	_PyCFrame cf;
 	_PyInterpreterFrame f;
 	struct bt_pyframe *out;
 	struct bt_code *c;
-	uintptr_t fa, code0;
+	uintptr_t code0;
 	int n = 0, lasti;
 
-	if (bt_read(w, &cf, cframe_addr, sizeof cf) != 0)
-		return;
 	out = calloc(BT_PY_MAX, sizeof *out);
 	if (out == NULL)
 		return;
-	for (fa = (uintptr_t)cf.current_frame; fa != 0 && n < BT_PY_MAX;
-	     fa = (uintptr_t)f.previous) {
+	for (; fa != 0 && n < BT_PY_MAX; fa = (uintptr_t)f.previous) {
 		if (bt_read(w, &f, fa, sizeof f) != 0)
 			break;
 #if PY_VERSION_HEX >= 0x030C0000
-		if (f.owner == FRAME_OWNED_BY_CSTACK) {
-			/* the shim an eval call puts below its first frame */
+		/* Owned by the C stack or the interpreter (3.14 renamed it):
+		 * the shim an eval call puts below its first frame. */
+		if (f.owner > FRAME_OWNED_BY_FRAME_OBJECT) {
 			if (n > 0)
 				out[n - 1].entry = 1;
 			continue;
 		}
 #endif
-		c = bt_code_get(w, (uintptr_t)f.f_code);
+		c = bt_code_get(w, BT_FRAME_CODE(f));
 		if (c == NULL)
 			break;
-		code0 = (uintptr_t)f.f_code +
-		    offsetof(PyCodeObject, co_code_adaptive);
-		lasti = (int)(((intptr_t)f.prev_instr - (intptr_t)code0) /
+		code0 =
+		    BT_FRAME_CODE(f) + offsetof(PyCodeObject, co_code_adaptive);
+		lasti = (int)(((intptr_t)BT_FRAME_INSTR(f) - (intptr_t)code0) /
 		    (intptr_t)sizeof(_Py_CODEUNIT));
 		if (f.owner != FRAME_OWNED_BY_GENERATOR &&
 		    lasti < c->firsttraceable)
@@ -446,6 +462,22 @@ bt_thread_index(struct backtrace *bt, long tid)
 	return -1;
 }
 
+/* The innermost frame of thread state ts (copied into our memory), or 0. */
+static uintptr_t
+bt_first_frame(struct bt_work *w, const PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+	(void)w;
+	return (uintptr_t)ts->current_frame;
+#else
+	_PyCFrame cf;
+
+	if (bt_read(w, &cf, (uintptr_t)ts->cframe, sizeof cf) != 0)
+		return 0;
+	return (uintptr_t)cf.current_frame;
+#endif
+}
+
 /* Walks every interpreter's thread states. */
 static void
 bt_walk_python(struct bt_work *w)
@@ -469,7 +501,7 @@ bt_walk_python(struct bt_work *w)
 			ti = bt_thread_index(w->bt, (long)ts.native_thread_id);
 			if (ti < 0 || w->py[ti] != NULL)
 				continue;
-			bt_walk_tstate(w, ti, (uintptr_t)ts.cframe);
+			bt_walk_tstate(w, ti, bt_first_frame(w, &ts));
 		}
 	}
 }

@@ -24,8 +24,14 @@ py_gil_last(int *locked)
 #else
 	struct _gil_runtime_state *gil = &_PyRuntime.ceval.gil;
 #endif
+#if PY_VERSION_HEX >= 0x030D0000
+	/* 3.13 made the fields plain types read with typed atomics. */
+	*locked = _Py_atomic_load_int_relaxed(&gil->locked);
+	return (PyThreadState *)_Py_atomic_load_ptr_relaxed(&gil->last_holder);
+#else
 	*locked = _Py_atomic_load_relaxed(&gil->locked);
 	return (PyThreadState *)_Py_atomic_load_relaxed(&gil->last_holder);
+#endif
 }
 
 long

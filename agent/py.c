@@ -74,6 +74,17 @@ py_worker(void *unused)
 	return NULL;
 }
 
+/* Whether the interpreter is shutting down (public from 3.13 on). */
+static int
+py_is_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+	return Py_IsFinalizing();
+#else
+	return _Py_IsFinalizing();
+#endif
+}
+
 int
 py_available(char **cause)
 {
@@ -82,7 +93,7 @@ py_available(char **cause)
 		    (int)agent_pid);
 		return -1;
 	}
-	if (_Py_IsFinalizing()) {
+	if (py_is_finalizing()) {
 		cause_set(
 		    cause, "python is shutting down in pid %d", (int)agent_pid);
 		return -1;

@@ -52,6 +52,9 @@
 #include <Python.h>
 #include <structmember.h>
 #include <internal/pycore_frame.h>
+#if PY_VERSION_HEX >= 0x030E0000
+#include <internal/pycore_interpframe_structs.h>
+#endif
 
 #include "agent.h"
 #include "log.h"
@@ -227,6 +230,28 @@ torch_depth(void)
 	return d;
 }
 
+/* The object weak reference wr points to, or NULL when it died; the
+ * pointer is for comparing identity only (no reference is kept). Under
+ * the GIL. */
+static PyObject *
+torch_weak_target(PyObject *wr)
+{
+	PyObject *o;
+
+#if PY_VERSION_HEX >= 0x030D0000
+	if (PyWeakref_GetRef(wr, &o) != 1) {
+		PyErr_Clear();
+		return NULL;
+	}
+	Py_DECREF(o);
+#else
+	o = PyWeakref_GetObject(wr);
+	if (o == NULL)
+		PyErr_Clear();
+#endif
+	return o == Py_None ? NULL : o;
+}
+
 /* Clears a Python error raised inside our code, counting it; errors that
  * are not Exceptions (KeyboardInterrupt, SystemExit) are the user's own
  * and stay set. Returns -1 when one stays set. */
@@ -331,7 +356,7 @@ torch_name_get(PyObject *m)
 	for (i = torch_hash_ptr(m) & mask; (e = &T.names[i])->key != NULL;
 	     i = (i + 1) & mask) {
 		if (e->key == m)
-			return e->wr != NULL && PyWeakref_GetObject(e->wr) == m
+			return e->wr != NULL && torch_weak_target(e->wr) == m
 			    ? e->name
 			    : NULL;
 	}
@@ -353,7 +378,7 @@ torch_name_grow(void)
 		e = &T.names[i];
 		if (e->key == NULL)
 			continue;
-		if (e->wr == NULL || PyWeakref_GetObject(e->wr) != e->key) {
+		if (e->wr == NULL || torch_weak_target(e->wr) != e->key) {
 			Py_XDECREF(e->wr);
 			continue;
 		}
@@ -548,9 +573,9 @@ torch_step(void)
 static void
 torch_clock_tick(PyObject *m)
 {
-	PyObject *cur = T.clock ? PyWeakref_GetObject(T.clock) : NULL;
+	PyObject *cur = T.clock ? torch_weak_target(T.clock) : NULL;
 
-	if (cur == NULL || cur == Py_None) {
+	if (cur == NULL) {
 		Py_CLEAR(T.clock);
 		if ((T.clock = PyWeakref_NewRef(m, NULL)) == NULL) {
 			PyErr_Clear();

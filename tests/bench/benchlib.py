@@ -10,7 +10,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROBING = os.path.join(ROOT, "probing")
-PY = "/usr/bin/python3"
+PY = os.environ.get("PROBING_TEST_PYTHON", "/usr/bin/python3")
 WORKLOADS = os.path.join(ROOT, "tests", "workloads")
 
 
@@ -21,7 +21,7 @@ def userbase():
                           env=dict(os.environ, PYTHONUSERBASE=base),
                           capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run(["make", "-s", "-C", ROOT, "install", "PREFIX=" + base + "/prefix",
-                    "PYSITE=" + site], check=True, stdout=subprocess.DEVNULL)
+                    "PYSITE=" + site, "PYTHON=" + PY], check=True, stdout=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROBING")}
     env["PYTHONUSERBASE"] = base
     env["PYTHONUNBUFFERED"] = "1"

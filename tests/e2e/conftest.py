@@ -11,7 +11,13 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROBING = os.path.join(ROOT, "probing")
-PY = "/usr/bin/python3"
+# The interpreter the workloads run on; the matrix sets it to each python3.X
+# of a root, or to a venv's (tests/matrix/matrix.sh).
+PY = os.environ.get("PROBING_TEST_PYTHON", "/usr/bin/python3")
+PYVER = subprocess.run([PY, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                       capture_output=True, text=True).stdout.strip()
+# Whether PY can import torch (the workloads' interpreter, not pytest's).
+HAVE_TORCH = subprocess.run([PY, "-c", "import torch"], capture_output=True).returncode == 0
 WORKLOADS = os.path.join(ROOT, "tests", "workloads")
 BUILD = os.path.join(ROOT, ".build", "tests")
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, PY, WORKLOADS, agent_listening, probing, wait_for
+from conftest import BUILD, PY, PYVER, WORKLOADS, agent_listening, probing, wait_for
 
 
 def curl(pid, path, data=None, headers=(), port=None):
@@ -442,4 +442,4 @@ def test_installed_program_finds_its_agent(userbase):
     r = subprocess.run([prog, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("probing ")
     assert os.path.exists(os.path.join(userbase["PREFIX"], "share/man/man1/probing.1"))
-    assert os.path.exists(os.path.join(userbase["PREFIX"], "lib/probing/libprobing-3.11.so"))
+    assert os.path.exists(os.path.join(userbase["PREFIX"], "lib/probing/libprobing-%s.so" % PYVER))

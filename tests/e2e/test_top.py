@@ -10,13 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import PROBING, PY, ROOT, WORKLOADS, probing, wait_for
-
-try:
-    import torch  # noqa: F401
-    HAVE_TORCH = True
-except ImportError:
-    HAVE_TORCH = False
+from conftest import HAVE_TORCH, PROBING, PY, ROOT, WORKLOADS, probing, wait_for
 
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="python3-torch missing")
 

@@ -7,15 +7,9 @@ import time
 
 import pytest
 
-from conftest import PY, WORKLOADS, probing, wait_for
+from conftest import HAVE_TORCH, PY, WORKLOADS, probing, wait_for
 
 TRAIN = os.path.join(WORKLOADS, "train_torch.py")
-
-try:
-    import torch  # noqa: F401
-    HAVE_TORCH = True
-except ImportError:
-    HAVE_TORCH = False
 
 pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="python3-torch missing")
 

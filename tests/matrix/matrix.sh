@@ -1,0 +1,85 @@
+#!/bin/sh
+# make matrix: the end-to-end suite in each root (make roots) for each of
+# its python3.X, and on the host with torch 2.13 from PyPI in a venv. Prints
+# one line per combination (passed, failed, skipped, seconds), the table in
+# .build/matrix/summary, and ends with `N passed, N failed`.
+# usage: tests/matrix/matrix.sh [NAME|host ...]   (default: every root and host)
+# MATRIX_PYTEST="-k inject" narrows the tests run in each combination.
+set -e
+. "$(dirname "$0")/lib.sh"
+src=$(cd "$(dirname "$0")/../.." && pwd)
+out=$src/.build/matrix
+mkdir -p "$out"
+: >"$out/summary"
+total_p=0
+total_f=0
+
+# Counts a junit file into the totals and the summary: label, xml, seconds.
+count() {
+	set -- "$1" "$2" "$3" "$(python3 "$src/tests/matrix/junit.py" "$2")"
+	# shellcheck disable=SC2086
+	set -- "$1" "$2" "$3" $4
+	total_p=$((total_p + $4))
+	total_f=$((total_f + $5))
+	line=$(printf '%-34s %4d passed %3d failed %3d skipped %5d s' "$1" "$4" "$5" "$6" "$3")
+	echo "$line" | tee -a "$out/summary"
+	[ -n "$7" ] && echo "    failed: $7" | tee -a "$out/summary"
+	return 0
+}
+
+run_root() {
+	name=$1
+	dir=$ROOTS/$name
+	[ -f "$dir/$STAMP" ] || die "root $name is not made (make roots)"
+	t0=$(date +%s)
+	"$src/tests/matrix/install-root.sh" "$dir"
+	echo "root $name: built and installed in $(($(date +%s) - t0)) s" | tee -a "$out/summary"
+	trap 'root_umount "$dir"' EXIT INT TERM
+	root_mount "$dir"
+	for p in $(root_pythons "$dir"); do
+		[ -f "$dir/usr/include/$p/Python.h" ] || continue
+		v=$(root_sh "$dir" "$p -c 'import sys; print(sys.version.split()[0])'")
+		tv=$(root_sh "$dir" "$p -c 'import torch; print(torch.__version__)' 2>/dev/null" || echo none)
+		t0=$(date +%s)
+		rm -f "$dir/tmp/matrix.xml"
+		# shellcheck disable=SC2086
+		root_sh "$dir" "cd /usr/src/probing && PROBING_TEST_PYTHON=/usr/bin/$p \
+			timeout ${MATRIX_TIMEOUT:-1500} python3 -m pytest -q -p no:cacheprovider \
+			--junitxml /tmp/matrix.xml tests/e2e $MATRIX_PYTEST" \
+			>"$out/$name-$p.log" 2>&1 || true
+		cp "$dir/tmp/matrix.xml" "$out/$name-$p.xml" 2>/dev/null || :
+		count "$name $p ($v, torch $tv)" "$out/$name-$p.xml" $(($(date +%s) - t0))
+	done
+	root_umount "$dir"
+	trap - EXIT INT TERM
+}
+
+# The host's python3 in a venv that sees the system's packages (pytest,
+# the user site the tests install into) with torch 2.13 from PyPI on top.
+run_host() {
+	venv=$src/.build/venv-torch213
+	t0=$(date +%s)
+	if ! "$venv/bin/python" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13"))' 2>/dev/null; then
+		rm -rf "$venv"
+		python3 -m venv --system-site-packages "$venv"
+		"$venv/bin/pip" install -q torch==2.13.0 >"$out/venv.log" 2>&1 ||
+			{ tail -20 "$out/venv.log" >&2; die "pip install torch==2.13.0 failed (log: $out/venv.log)"; }
+	fi
+	echo "host venv with torch 2.13: ready in $(($(date +%s) - t0)) s" | tee -a "$out/summary"
+	v=$("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')
+	t0=$(date +%s)
+	rm -f "$out/host.xml"
+	# shellcheck disable=SC2086
+	(cd "$src" && PROBING_TEST_PYTHON=$venv/bin/python timeout "${MATRIX_TIMEOUT:-1500}" \
+		python3 -m pytest -q -p no:cacheprovider --junitxml "$out/host.xml" tests/e2e $MATRIX_PYTEST) \
+		>"$out/host.log" 2>&1 || true
+	count "host venv python3 ($v, torch 2.13.0)" "$out/host.xml" $(($(date +%s) - t0))
+}
+
+for what in ${*:-$ROOT_NAMES host}; do
+	case $what in
+	host) run_host ;;
+	*) run_root "$what" ;;
+	esac
+done
+echo "matrix: $total_p passed, $total_f failed"
