@@ -134,8 +134,9 @@ void backtrace_free(struct backtrace *);
 /* tbl-backtrace.c */
 int tbl_backtrace_register(sqlite3 *, char **cause);
 
-/* torch.c: torch_trace hooks. Called once by the constructor; sets up
- * tracing from a thread of its own (under the GIL via py_run). */
+/* torch.c (torch-*.c and torch.h below it): torch_trace hooks. Called
+ * once by the constructor; sets up tracing from a thread of its own
+ * (under the GIL via py_run). */
 void torch_init(void);
 
 /* identity.c: this process's place in its job, read when asked. */

@@ -182,6 +182,18 @@ def test_sample_rate_traces_whole_steps(spawn):
     assert len({r["n"] for r in per}) == 1  # all of a step or none of it
 
 
+def test_sample_rate_traces_exactly_that_share_of_steps(spawn):
+    """0.7 is 7 of every 10 steps (not rounded to every step): step s is
+    traced when ceil((s+1)*0.7) > ceil(s*0.7), the same steps on every rank."""
+    p = train(spawn, "--sleep", "0.005", env={"PROBING_SAMPLE_RATE": "0.7"})
+    p.wait_out("step 32")
+    steps = {r["step"] for r in q(p.pid, "SELECT DISTINCT step FROM python.torch_trace "
+                                         "WHERE stage = 'step' AND step < 30")}
+    for lo in (0, 10, 20):
+        assert len([s for s in steps if lo <= s < lo + 10]) == 7, sorted(steps)
+    assert steps == {s for s in range(30) if -(-(s + 1) * 7 // 10) > -(-s * 7 // 10)}
+
+
 def test_sample_rate_live(spawn):
     p = train(spawn, "--sleep", "0.005")
     p.wait_out("step 3")
