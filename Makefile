@@ -36,7 +36,9 @@ TUI_SRC    := $(wildcard tui/*.c)
 
 SHARED_OBJ     := $(SHARED_SRC:%.c=$(B)/%.o)
 SHARED_PIC_OBJ := $(SHARED_SRC:%.c=$(B)/pic/%.o)
-AGENT_OBJ      := $(AGENT_SRC:%.c=$(B)/py$(PYVER)/%.o) $(B)/py$(PYVER)/agent/eval-helper-src.o
+AGENT_OBJ      := $(AGENT_SRC:%.c=$(B)/py$(PYVER)/%.o) $(B)/py$(PYVER)/agent/eval-helper-src.o \
+                  $(B)/py$(PYVER)/agent/bt-helper-bin.o
+HELPER_SRC     := $(wildcard agent/helper/*.c)
 INJ_OBJ        := $(INJ_SRC:%.c=$(B)/%.o)
 TUI_OBJ        := $(TUI_SRC:%.c=$(B)/%.o)
 
@@ -95,6 +97,17 @@ $(B)/py$(PYVER)/agent/eval-helper-src.c: agent/eval-helper.py
 
 $(B)/py$(PYVER)/agent/eval-helper-src.o: $(B)/py$(PYVER)/agent/eval-helper-src.c
 	$(CC) -fPIC -fvisibility=hidden -c -o $@ $<
+
+# The unwinding helper: a static program the agent execs from memory
+# (agent/bt-native.c), so it is inside the agent .so wherever that goes.
+$(B)/probing-unwind: $(HELPER_SRC) agent/helper/helper.h agent/bt-helper.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -static -s -o $@ $(HELPER_SRC) -lunwind-x86_64 -lunwind -llzma
+
+$(B)/py$(PYVER)/agent/bt-helper-bin.o: $(B)/probing-unwind
+	@mkdir -p $(@D)
+	printf '.section .rodata\n.balign 16\n.globl bt_helper_elf\n.hidden bt_helper_elf\nbt_helper_elf:\n.incbin "%s"\n.globl bt_helper_elf_end\n.hidden bt_helper_elf_end\nbt_helper_elf_end:\n.section .note.GNU-stack,"",@progbits\n' $< | \
+	  $(CC) -c -x assembler -o $@ -
 
 # The agent does not link libpython: it uses the interpreter it is loaded in.
 $(AGENT_SO): $(AGENT_OBJ) $(SHARED_PIC_OBJ)
@@ -189,7 +202,7 @@ fuzz: $(FUZZ)
 	    && echo "ok - $$n: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' $(B)/fuzz/$$n.log | grep -o '[0-9]*$$' || tail -1 $(B)/fuzz/$$n.log)" \
 	    || { echo "not ok - $$n (see $(B)/fuzz/$$n.log)"; tail -30 $(B)/fuzz/$$n.log; exit 1; }; done
 
-FORMAT_SRC := $(wildcard shared/*.[ch] agent/*.[ch] injector/*.[ch] tui/*.[ch] tests/unit/*.c tests/fuzz/*.c tests/workloads/*.c)
+FORMAT_SRC := $(wildcard shared/*.[ch] agent/*.[ch] agent/helper/*.[ch] injector/*.[ch] tui/*.[ch] tests/unit/*.c tests/fuzz/*.c tests/workloads/*.c)
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:

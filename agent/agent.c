@@ -30,6 +30,7 @@ agent_atfork_child(void)
 	agent_running = 0;
 	server_after_fork();
 	py_after_fork();
+	bt_native_after_fork();
 }
 
 /* Checks the interpreter is the version this agent was built for. */

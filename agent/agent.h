@@ -114,9 +114,10 @@ struct backtrace_frame {
 };
 struct backtrace_thread {
 	long tid;
-	char *name;  /* the threading name when known, else the comm */
-	char *state; /* "holding the GIL", "waiting for the GIL", ... */
-	char *note;  /* NULL, or why native frames are missing */
+	char *name;     /* the threading name when known, else the comm */
+	char *state;    /* "holding the GIL", "waiting for the GIL", ... */
+	char *note;     /* NULL, or why native frames are missing */
+	double stop_us; /* how long it was held stopped; < 0: it was not */
 	struct backtrace_frame *frames; /* innermost first */
 	int nframes;
 };
@@ -130,6 +131,51 @@ struct backtrace {
  * the GIL for gil_ms first. Runs on a request thread; NULL with *cause. */
 struct backtrace *backtrace_capture(long only_tid, int gil_ms, char **cause);
 void backtrace_free(struct backtrace *);
+
+/* bt-python.c: Python frames read through process_vm_readv on our own
+ * pid (a bad pointer is an error, never a crash); no GIL needed. */
+#define BT_PYRAW_ENTRY     1 /* the first frame its C eval call ran */
+#define BT_PYRAW_GENERATOR 2
+struct bt_pyraw { /* one frame as copied while its thread was held */
+	uintptr_t code;
+	int lasti; /* index of the instruction running */
+	int flags; /* BT_PYRAW_* */
+};
+struct bt_pyframe { /* decoded; the strings belong to the reader */
+	const char *func, *file;
+	int lineno;
+	int entry;
+};
+struct bt_py;
+struct bt_py *bt_py_new(void);
+void bt_py_free(struct bt_py *);
+/* Indexes every interpreter's thread states by native thread id. */
+void bt_py_index(struct bt_py *);
+/* Copies thread tid's frames into raw (at most max, innermost first)
+ * without allocating or locking, so that tid may be held stopped; returns
+ * the count, or -1 when tid runs no Python. */
+int bt_py_snap(struct bt_py *, long tid, struct bt_pyraw *raw, int max);
+/* Decodes n raw frames into out; returns how many are kept. */
+int bt_py_decode(
+    struct bt_py *, const struct bt_pyraw *raw, int n, struct bt_pyframe *out);
+
+/* bt-native.c: native stacks from the unwinding helper process. */
+#define BT_NATIVE_MAX 128
+struct bt_native {                    /* one thread's */
+	uintptr_t ips[BT_NATIVE_MAX]; /* innermost first */
+	int nips;                     /* -1: none, note says why */
+	char note[160];
+	double stop_us; /* how long the thread was held; < 0: it was not */
+};
+/* Called on the capturing thread for thread i, while it is held stopped
+ * when stopped is set; it must not allocate, lock or log. */
+typedef void (*bt_native_fn)(void *arg, int i, int stopped);
+/* Holds each of the n threads in turn, calls fn for each (stopped or
+ * not) and fills out[i]. One capture at a time. */
+void bt_native_capture(
+    const long *tids, int n, bt_native_fn fn, void *arg, struct bt_native *out);
+/* Fork child: forgets the parent's helper. */
+void bt_native_after_fork(void);
 
 /* tbl-backtrace.c */
 int tbl_backtrace_register(sqlite3 *, char **cause);

@@ -23,12 +23,14 @@ enum tbl_backtrace_col {
 	COL_THREAD_STATE,
 	COL_THREAD_NOTE,
 	COL_LIB_OFFSET,
+	COL_THREAD_STOP_US,
 };
 
 static const char tbl_backtrace_schema[] =
     "CREATE TABLE x(func TEXT, file TEXT, lineno INTEGER, depth INTEGER, "
     "frame_type TEXT, thread_id INTEGER, thread_name TEXT, "
-    "thread_state TEXT, thread_note TEXT, lib_offset INTEGER)";
+    "thread_state TEXT, thread_note TEXT, lib_offset INTEGER, thread_stop_us "
+    "REAL)";
 
 /* A cursor owns one capture; (t, f) is the current row. A thread with no
  * frame at all still gets one row, with NULL frame columns, so that its
@@ -217,6 +219,12 @@ tbl_backtrace_column(sqlite3_vtab_cursor *base, sqlite3_context *ctx, int col)
 		return SQLITE_OK;
 	case COL_THREAD_NOTE:
 		tbl_backtrace_text(ctx, t->note);
+		return SQLITE_OK;
+	case COL_THREAD_STOP_US: /* how long the thread was held stopped */
+		if (t->stop_us >= 0)
+			sqlite3_result_double(ctx, t->stop_us);
+		else
+			sqlite3_result_null(ctx);
 		return SQLITE_OK;
 	default:
 		break;

@@ -1,0 +1,341 @@
+/* probing-unwind: the agent's helper process for native stacks without
+ * signals. The agent starts it (bt-native.c: exec'd from memory, no longer
+ * the job's child) with its end of a SOCK_SEQPACKET socket on fd 3 and the
+ * job's pid as argv[1]; it serves the requests of bt-helper.h until the
+ * socket closes or the job exits.
+ *
+ * Per thread: PTRACE_SEIZE + PTRACE_INTERRUPT, read the registers, tell the
+ * agent the thread is held (it reads the thread's Python frames then),
+ * unwind remotely (unwind.c), restart a system call that the stop ended
+ * with EINTR, PTRACE_DETACH (handing back any signal that arrived). One
+ * thread at a time; nothing is left traced if this process dies, because
+ * the kernel detaches a dead tracer's tracees. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../bt-helper.h"
+#include "helper.h"
+
+static pid_t helper_pid; /* the job */
+static int helper_sigfd = -1;
+
+/* System calls the kernel ends with EINTR (not a restart code) when a
+ * ptrace stop interrupts them; the helper restarts these itself. */
+static const long helper_eintr_calls[] = {
+	7,   /* poll */
+	23,  /* select */
+	35,  /* nanosleep */
+	65,  /* semop */
+	128, /* rt_sigtimedwait */
+	202, /* futex */
+	208, /* io_getevents */
+	220, /* semtimedop */
+	230, /* clock_nanosleep */
+	232, /* epoll_wait */
+	270, /* pselect6 */
+	271, /* ppoll */
+	281, /* epoll_pwait */
+	441, /* epoll_pwait2 */
+};
+
+static double
+helper_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static void
+helper_send(struct bth_rep *rep)
+{
+	size_t len = offsetof(struct bth_rep, ips) +
+	    sizeof rep->ips[0] * (size_t)(rep->nips > 0 ? rep->nips : 0);
+
+	while (send(BTH_FD, rep, len, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+/* The hex mask after key in a /proc status text, or 0. */
+static unsigned long long
+helper_mask(const char *status, const char *key)
+{
+	const char *p = strstr(status, key);
+
+	return p != NULL ? strtoull(p + strlen(key), NULL, 16) : 0;
+}
+
+/* Reads /proc/<pid>/task/<tid>/status (tid 0: /proc/self/status). */
+static int
+helper_status(long tid, char *buf, size_t len)
+{
+	char path[96];
+	FILE *f;
+	size_t n;
+
+	if (tid != 0)
+		snprintf(path, sizeof path, "/proc/%d/task/%ld/status",
+		    (int)helper_pid, tid);
+	else
+		snprintf(path, sizeof path, "/proc/self/status");
+	f = fopen(path, "re");
+	if (f == NULL)
+		return -1;
+	n = fread(buf, 1, len - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return 0;
+}
+
+/* Whether thread tid has a signal pending that it does not block. */
+static int
+helper_signal_pending(long tid)
+{
+	char st[4096];
+
+	if (helper_status(tid, st, sizeof st) != 0)
+		return 1;
+	return ((helper_mask(st, "\nSigPnd:") | helper_mask(st, "\nShdPnd:")) &
+		   ~helper_mask(st, "\nSigBlk:")) != 0;
+}
+
+/* Says in note why PTRACE_SEIZE of tid failed with err. */
+static void
+helper_seize_note(long tid, int err, char *note, size_t len)
+{
+	char st[4096];
+	long tracer = 0;
+	const char *p;
+
+	if (err == ESRCH) {
+		snprintf(note, len, "the thread exited");
+		return;
+	}
+	if (helper_status(tid, st, sizeof st) == 0 &&
+	    (p = strstr(st, "\nTracerPid:")) != NULL)
+		tracer = strtol(p + 11, NULL, 10);
+	if (tracer > 0) {
+		snprintf(note, len, "the thread is traced by pid %ld", tracer);
+		return;
+	}
+	if (helper_status(0, st, sizeof st) == 0 &&
+	    (p = strstr(st, "\nSeccomp:")) != NULL && strtol(p + 9, NULL, 10))
+		snprintf(note, len,
+		    "ptrace is not allowed: %s (seccomp filter)",
+		    strerror(err));
+	else
+		snprintf(note, len, "ptrace is not allowed: %s", strerror(err));
+}
+
+/* Waits up to BTH_STOP_MS for tid's next stop: 1 with *status, 0 on
+ * timeout, -1 when the thread is gone. */
+static int
+helper_wait_stop(long tid, int *status)
+{
+	double deadline = helper_now_us() + BTH_STOP_MS * 1000.0, left;
+	struct signalfd_siginfo si;
+	struct pollfd pfd = { helper_sigfd, POLLIN, 0 };
+	pid_t r;
+
+	for (;;) {
+		r = waitpid((pid_t)tid, status, __WALL | WNOHANG);
+		if (r == (pid_t)tid)
+			return WIFSTOPPED(*status) ? 1 : -1;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		left = deadline - helper_now_us();
+		if (left <= 0)
+			return 0;
+		if (poll(&pfd, 1, (int)(left / 1000) + 1) > 0)
+			while (read(helper_sigfd, &si, sizeof si) > 0)
+				;
+	}
+}
+
+/* Waits up to BTH_GO_MS for the agent's BTH_GO; 0 with the next thread to
+ * stop in *next, or -1 (timeout or the agent is gone). */
+static int
+helper_wait_go(long *next)
+{
+	struct pollfd pfd = { BTH_FD, POLLIN, 0 };
+	struct bth_req req;
+	ssize_t n;
+
+	for (;;) {
+		if (poll(&pfd, 1, BTH_GO_MS) <= 0)
+			return -1;
+		n = recv(BTH_FD, &req, sizeof req, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof req)
+			return -1;
+		if (req.op == BTH_GO) {
+			*next = req.tid;
+			return 0;
+		}
+	}
+}
+
+/* Makes the interrupted call run again on resume when the stop ended it
+ * with EINTR and no signal of the program's is there to explain it. */
+static void
+helper_restart(long tid, struct user_regs_struct *regs)
+{
+	long nr = (long)regs->orig_rax;
+	size_t i;
+
+	if (nr < 0 || (long)regs->rax != -EINTR)
+		return;
+	for (i = 0;
+	     i < sizeof helper_eintr_calls / sizeof helper_eintr_calls[0]; i++)
+		if (helper_eintr_calls[i] == nr)
+			break;
+	if (i == sizeof helper_eintr_calls / sizeof helper_eintr_calls[0] ||
+	    helper_signal_pending(tid))
+		return;
+	regs->rip -= 2; /* back onto the syscall instruction */
+	regs->rax = regs->orig_rax;
+	ptrace(PTRACE_SETREGS, (pid_t)tid, NULL, regs);
+}
+
+/* Serves one BTH_STOP: see the file's comment. Returns the next thread
+ * the agent asked for with its BTH_GO, or 0. */
+static long
+helper_stop(long tid)
+{
+	struct bth_rep rep;
+	struct user_regs_struct regs;
+	double t0;
+	int status, w, deliver = 0, got_regs;
+	long next = 0;
+
+	memset(&rep, 0, offsetof(struct bth_rep, ips));
+	rep.kind = BTH_RESULT;
+	rep.tid = (int32_t)tid;
+	rep.nips = -1;
+	rep.stop_us = -1;
+	t0 = helper_now_us();
+	if (ptrace(PTRACE_SEIZE, (pid_t)tid, NULL, NULL) != 0) {
+		helper_seize_note(tid, errno, rep.note, sizeof rep.note);
+		helper_send(&rep);
+		return 0;
+	}
+	if (ptrace(PTRACE_INTERRUPT, (pid_t)tid, NULL, NULL) != 0) {
+		snprintf(rep.note, sizeof rep.note, "the thread exited");
+		helper_send(&rep);
+		return 0;
+	}
+	w = helper_wait_stop(tid, &status);
+	if (w <= 0) {
+		if (w < 0) {
+			snprintf(
+			    rep.note, sizeof rep.note, "the thread exited");
+			helper_send(&rep);
+			return 0;
+		}
+		/* Still traced and not stopped: only our exit lets go of it
+		 * (and cancels the pending stop). */
+		snprintf(rep.note, sizeof rep.note,
+		    "the thread did not stop within %d ms (uninterruptible "
+		    "sleep?)",
+		    BTH_STOP_MS);
+		rep.flags = BTH_F_EXITING;
+		helper_send(&rep);
+		_exit(0);
+	}
+	if ((status >> 16) == 0)
+		deliver = WSTOPSIG(status); /* a signal of the program's */
+	got_regs = ptrace(PTRACE_GETREGS, (pid_t)tid, NULL, &regs) == 0;
+	rep.kind = BTH_STOPPED;
+	helper_send(&rep);
+	rep.kind = BTH_RESULT;
+	if (got_regs) {
+		rep.nips = unwind_thread(&regs, rep.ips, BTH_NATIVE_MAX);
+		if (rep.nips == 0)
+			snprintf(rep.note, sizeof rep.note,
+			    "no unwind information at pc 0x%llx",
+			    (unsigned long long)regs.rip);
+	} else {
+		snprintf(rep.note, sizeof rep.note,
+		    "cannot read the registers: %s", strerror(errno));
+	}
+	if (helper_wait_go(&next) != 0 && rep.note[0] == '\0')
+		snprintf(rep.note, sizeof rep.note,
+		    "the agent did not answer within %d ms", BTH_GO_MS);
+	if (got_regs && deliver == 0)
+		helper_restart(tid, &regs);
+	ptrace(PTRACE_DETACH, (pid_t)tid, NULL, (void *)(long)deliver);
+	rep.stop_us = helper_now_us() - t0;
+	helper_send(&rep);
+	return next;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct bth_req req;
+	struct bth_rep rep;
+	struct pollfd pfd[2];
+	sigset_t set;
+	ssize_t n;
+	long tid;
+	int pidfd;
+
+	if (argc != 2 || (helper_pid = (pid_t)atoi(argv[1])) <= 0) {
+		fprintf(stderr,
+		    "probing-unwind: started by the probing agent "
+		    "only\n");
+		return 2;
+	}
+	prctl(PR_SET_NAME, "probing-unwind");
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_SETMASK, &set, NULL);
+	helper_sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	pidfd = (int)syscall(SYS_pidfd_open, helper_pid, 0);
+	if (unwind_init(helper_pid) != 0)
+		return 1;
+	pfd[0] = (struct pollfd){ BTH_FD, POLLIN, 0 };
+	pfd[1] = (struct pollfd){ pidfd, POLLIN, 0 };
+	for (;;) {
+		if (poll(pfd, pidfd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return 1;
+		}
+		if (pidfd >= 0 && pfd[1].revents != 0)
+			return 0; /* the job exited */
+		n = recv(BTH_FD, &req, sizeof req, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof req)
+			return 0; /* the agent closed its end */
+		if (req.op == BTH_BEGIN) {
+			unwind_refresh();
+			memset(&rep, 0, offsetof(struct bth_rep, ips));
+			rep.kind = BTH_READY;
+			helper_send(&rep);
+		} else if (req.op == BTH_STOP ||
+		    (req.op == BTH_GO && req.tid)) {
+			/* (a late BTH_GO still names the next thread) */
+			for (tid = req.tid; tid > 0;)
+				tid = helper_stop(tid);
+		}
+	}
+}

@@ -1,0 +1,19 @@
+/* The unwinding helper (probing-unwind): private interfaces between its
+ * two files. It is single-threaded; everything here belongs to it. */
+#ifndef PROBING_HELPER_H
+#define PROBING_HELPER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+/* unwind.c: remote unwinding of one stopped thread of the target. */
+/* Sets up for target pid; 0, or -1 with errno. */
+int unwind_init(pid_t pid);
+/* Rereads the target's mappings; drops cached memory when they changed. */
+void unwind_refresh(void);
+/* Unwinds the stopped thread whose registers are regs into ips (at most
+ * max); returns the count (0 when even the first frame is unknown). */
+int unwind_thread(const struct user_regs_struct *regs, uint64_t *ips, int max);
+
+#endif
