@@ -89,16 +89,6 @@ ring_snapshot(struct ring *r, uint64_t after, size_t *n)
 }
 
 void
-ring_clear(struct ring *r)
-{
-	pthread_mutex_lock(&r->lock);
-	memset(r->buf, 0, r->cap * r->recsize);
-	r->next_id = 1;
-	r->oldest = 1;
-	pthread_mutex_unlock(&r->lock);
-}
-
-void
 ring_counts(struct ring *r, uint64_t *pushed, uint64_t *dropped, size_t *cap)
 {
 	*pushed = *dropped = 0;

@@ -25,9 +25,8 @@ int ring_resize(struct ring *, size_t cap);
 /* Returns a malloc'd copy of the records with id > after, oldest first,
  * and their count in *n (NULL with *n = 0 when none or out of memory). */
 void *ring_snapshot(struct ring *, uint64_t after, size_t *n);
-void ring_clear(struct ring *);
-/* The count of records ever pushed, of those overwritten (or cleared
- * away) and the capacity, read together; all 0 for a ring never set up. */
+/* The count of records ever pushed, of those overwritten and the
+ * capacity, read together; all 0 for a ring never set up. */
 void ring_counts(
     struct ring *, uint64_t *pushed, uint64_t *dropped, size_t *cap);
 

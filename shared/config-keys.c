@@ -12,8 +12,8 @@
 const struct config_key config_keys[CONFIG_COUNT] = {
 	[CONFIG_SAMPLE_RATE] = { "probing.sample_rate", CONFIG_REAL, "1.0",
 	    "PROBING_SAMPLE_RATE", 0.0, 1.0,
-	    "share of training steps traced (a step is traced when "
-	    "step % round(1/rate) == 0)" },
+	    "share of training steps traced: exactly that share, 0.7 is 7 "
+	    "of every 10, the same steps on every rank" },
 	[CONFIG_BUFFER_SIZE] = { "probing.buffer_size", CONFIG_INT, "10000",
 	    NULL, 1, 100000000, "rows kept in each ring-buffer table" },
 	[CONFIG_SERVER_PORT] = { "probing.server.port", CONFIG_INT, "0",

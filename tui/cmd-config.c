@@ -152,15 +152,37 @@ cmd_config_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	return cmd_config_get(ctx, argv[optind]);
 }
 
+/* Every key from the table: name, type and range, default, variable, and
+ * its one description. */
+static void
+cmd_config_more(FILE *f)
+{
+	const struct config_key *k;
+	char lo[32], hi[32];
+	size_t i;
+
+	fputs("keys:\n", f);
+	for (i = 0; i < CONFIG_COUNT; i++) {
+		k = &config_keys[i];
+		fprintf(f, "  %s", k->name);
+		if (k->type == CONFIG_BOOL)
+			fputs(" (true or false", f);
+		else {
+			config_key_format(k, k->min, lo, sizeof lo);
+			config_key_format(k, k->max, hi, sizeof hi);
+			fprintf(f, " (%s to %s", lo, hi);
+		}
+		fprintf(f, ", default %s%s%s)\n      %s\n", k->def,
+		    k->env != NULL ? ", at start from $" : "",
+		    k->env != NULL ? k->env : "", k->help);
+	}
+}
+
 const struct cmd_entry cmd_config_entry = {
 	.name = "config",
 	.args = "[-f table|json|csv] [KEY | KEY=VALUE]",
 	.help = "list the settings, print one, or change one live",
-	.detail = "keys: probing.sample_rate (0.0-1.0, default 1.0), "
-		  "probing.buffer_size (>= 1, default 10000),\n"
-		  "probing.server.port (0-65535, default 0 = unix socket "
-		  "only), probing.torch.enabled (default true),\n"
-		  "probing.backtrace.native (default true)\n",
+	.more = cmd_config_more,
 	.needs_target = 1,
 	.exec = cmd_config_exec,
 };

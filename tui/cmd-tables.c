@@ -34,13 +34,19 @@ cmd_tables_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	return failed ? 1 : 0;
 }
 
+/* The query it runs, so that help shows exactly that. */
+static void
+cmd_tables_more(FILE *f)
+{
+	fprintf(f, "runs this query (probing query can run it too):\n  %s\n",
+	    cmd_tables_sql);
+}
+
 const struct cmd_entry cmd_tables_entry = {
 	.name = "tables",
 	.args = "[-f table|json|csv]",
 	.help = "list the tables a query can read and their columns",
-	.detail = "the same as: probing query \"SELECT m.name, p.name, p.type "
-		  "FROM python.sqlite_master m,\n"
-		  "pragma_table_info(m.name, 'python') p\"\n",
+	.more = cmd_tables_more,
 	.needs_target = 1,
 	.exec = cmd_tables_exec,
 };

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config-keys.h"
 #include "log.h"
 #include "tui.h"
 
@@ -58,8 +59,12 @@ cmd_print_help(FILE *f, const struct cmd_entry *e)
 	fprintf(f, "%s\n", e->help);
 	if (e->alias != NULL)
 		fprintf(f, "alias: %s\n", e->alias);
-	if (e->detail != NULL && *e->detail != '\0')
-		fprintf(f, "\n%s", e->detail);
+	if ((e->detail != NULL && *e->detail != '\0') || e->more != NULL)
+		fputc('\n', f);
+	if (e->detail != NULL)
+		fputs(e->detail, f);
+	if (e->more != NULL)
+		e->more(f);
 }
 
 void
@@ -136,6 +141,22 @@ cmd_man_text(FILE *f, const char *s)
 	}
 }
 
+/* e's more help, escaped for roff. */
+static void
+cmd_man_more(FILE *f, const struct cmd_entry *e)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&text, &len);
+
+	if (m == NULL)
+		return;
+	e->more(m);
+	fclose(m);
+	cmd_man_text(f, text);
+	free(text);
+}
+
 void
 cmd_print_man(FILE *f)
 {
@@ -161,9 +182,13 @@ cmd_print_man(FILE *f)
 		fputc('\n', f);
 		cmd_man_text(f, e->help);
 		fputc('\n', f);
-		if (e->detail != NULL && *e->detail != '\0') {
+		if ((e->detail != NULL && *e->detail != '\0') ||
+		    e->more != NULL) {
 			fputs(".nf\n", f);
-			cmd_man_text(f, e->detail);
+			if (e->detail != NULL)
+				cmd_man_text(f, e->detail);
+			if (e->more != NULL)
+				cmd_man_more(f, e);
 			fputs(".fi\n", f);
 		}
 	}
@@ -171,12 +196,17 @@ cmd_print_man(FILE *f)
 	      "0 or unset: off; 1 (followed): this process; 2 (nested): this "
 	      "process and its Python children; regex:PATTERN or NAME.py: "
 	      "only matching scripts\n"
-	      ".TP\n.B PROBING_PORT\nTCP port the agent also serves on\n"
 	      ".TP\n.B PROBING_AUTH_TOKEN\nbearer token required on TCP; also "
-	      "sent by the client\n"
-	      ".TP\n.B PROBING_SAMPLE_RATE, PROBING_TORCH_PROFILING\n"
-	      "initial probing.sample_rate and probing.torch.enabled (on/off)\n"
-	      ".TP\n.B NO_COLOR\ndisables colour in output\n"
+	      "sent by the client\n",
+	    f);
+	for (i = 0; i < CONFIG_COUNT; i++) {
+		if (config_keys[i].env == NULL)
+			continue;
+		fprintf(f, ".TP\n.B %s\nthe initial ", config_keys[i].env);
+		cmd_man_text(f, config_keys[i].name);
+		fputs(" (see config above)\n", f);
+	}
+	fputs(".TP\n.B NO_COLOR\ndisables colour in output\n"
 	      ".SH EXIT STATUS\n0 success, 1 failure, 2 usage error.\n"
 	      ".SH FILES\n/tmp/probing\\-PID.log, the agent's log\n",
 	    f);

@@ -29,6 +29,9 @@ struct cmd_entry {
 	const char *help; /* one line */
 	const char
 	    *detail; /* option lines for `help COMMAND` and the man page */
+	/* more help made from another table (config keys), after detail;
+	 * may be NULL */
+	void (*more)(FILE *);
 	int needs_target;
 	int (*exec)(struct cmd_ctx *, int argc, char **argv);
 };
