@@ -133,6 +133,14 @@ cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	return failed ? 1 : 0;
 }
 
+/* The query it runs, so that help shows exactly that. */
+static void
+cmd_backtrace_more(FILE *f)
+{
+	fprintf(f, "runs this query (probing query can run it too):\n  %s\n",
+	    stack_sql);
+}
+
 const struct cmd_entry cmd_backtrace_entry = {
 	.name = "backtrace",
 	.alias = "bt",
@@ -143,10 +151,10 @@ const struct cmd_entry cmd_backtrace_entry = {
 	    "  -f FORMAT     text (default) or json (an array of threads)\n"
 	    "Works when the process is hung, even with the GIL held forever. "
 	    "Native frames\n"
-	    "come from a signal sent to each thread; "
-	    "probing.backtrace.native=false turns\n"
-	    "that off. The same data: probing query \"SELECT * FROM "
-	    "python.backtrace\"\n",
+	    "come from a helper that holds one thread at a time with ptrace "
+	    "(no signals);\n"
+	    "probing.backtrace.native=false turns that off.\n",
+	.more = cmd_backtrace_more,
 	.needs_target = 1,
 	.exec = cmd_backtrace_exec,
 };
