@@ -18,7 +18,8 @@
 #define BTH_NATIVE_MAX 128 /* native frames per thread */
 #define BTH_NOTE_MAX   160
 #define BTH_FD         3   /* the helper's end of the socket */
-#define BTH_STOP_MS    100 /* longest wait for a thread to stop */
+#define BTH_STOP_MS    500 /* longest wait for a thread to stop */
+#define BTH_D_MS       10  /* longest wait for a thread to leave state D */
 #define BTH_GO_MS      500 /* longest a thread is held for the agent */
 
 enum bth_op { BTH_BEGIN = 1, BTH_STOP, BTH_GO };

@@ -8,8 +8,9 @@
  * invisible to wait calls without __WCLONE/__WALL, but execve resets the
  * exit signal to SIGCHLD. So a short-lived middle process (clone, exit
  * signal 0, never exec'd) starts the helper and exits at once; the helper
- * is reparented to init (or the nearest subreaper) and is nobody's child
- * in the job, and the agent reaps the middle one with __WCLONE. Both are
+ * is reparented to init (or the nearest subreaper; a job that is one
+ * itself gets no helper) and is nobody's child in the job, and the agent
+ * reaps the middle one with __WCLONE. Both are
  * vfork-style children sharing our memory until the exec, running only
  * system calls. The helper starts its own session, so terminal signals for
  * the job do not reach it, and exits when its socket closes or the job
@@ -170,9 +171,16 @@ btn_start(char **cause)
 	struct btn_spawn s;
 	char pidarg[24], name[] = "probing-unwind";
 	char *mstack = NULL;
-	int sv[2] = { -1, -1 }, hi, st;
+	int sv[2] = { -1, -1 }, hi, st, sub = 0;
 	pid_t mid;
 
+	/* Orphans go to the nearest subreaper: that would be the job. */
+	if (prctl(PR_GET_CHILD_SUBREAPER, &sub, 0, 0, 0) == 0 && sub) {
+		cause_set(cause,
+		    "the job is a child subreaper, so the helper would be its "
+		    "child");
+		return -1;
+	}
 	memset(&s, 0, sizeof s);
 	s.memfd = btn_memfd(cause);
 	if (s.memfd < 0)

@@ -11,6 +11,7 @@
  * thread at a time; nothing is left traced if this process dies, because
  * the kernel detaches a dead tracer's tracees. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -114,13 +115,24 @@ helper_signal_pending(long tid)
 		   ~helper_mask(st, "\nSigBlk:")) != 0;
 }
 
+/* strerror(err) starting lower case, as every message here does. */
+static const char *
+helper_strerror(int err, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", strerror(err));
+	if (buf[0] >= 'A' && buf[0] <= 'Z')
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
 /* Says in note why PTRACE_SEIZE of tid failed with err. */
 static void
 helper_seize_note(long tid, int err, char *note, size_t len)
 {
-	char st[4096];
+	char st[4096], e[64], yama[8] = "";
 	long tracer = 0;
 	const char *p;
+	FILE *f;
 
 	if (err == ESRCH) {
 		snprintf(note, len, "the thread exited");
@@ -133,13 +145,53 @@ helper_seize_note(long tid, int err, char *note, size_t len)
 		snprintf(note, len, "the thread is traced by pid %ld", tracer);
 		return;
 	}
+	helper_strerror(err, e, sizeof e);
+	f = fopen("/proc/sys/kernel/yama/ptrace_scope", "re");
+	if (f != NULL) {
+		if (fgets(yama, sizeof yama, f) == NULL)
+			yama[0] = '\0';
+		fclose(f);
+	}
 	if (helper_status(0, st, sizeof st) == 0 &&
 	    (p = strstr(st, "\nSeccomp:")) != NULL && strtol(p + 9, NULL, 10))
+		snprintf(
+		    note, len, "ptrace is not allowed: %s (seccomp filter)", e);
+	else if (yama[0] >= '2' && yama[0] <= '3')
 		snprintf(note, len,
-		    "ptrace is not allowed: %s (seccomp filter)",
-		    strerror(err));
+		    "ptrace is not allowed: %s (kernel.yama.ptrace_scope=%c)",
+		    e, yama[0]);
 	else
-		snprintf(note, len, "ptrace is not allowed: %s", strerror(err));
+		snprintf(note, len, "ptrace is not allowed: %s", e);
+}
+
+/* Whether thread tid stays in uninterruptible sleep (state D) for
+ * BTH_D_MS: it would not stop before it leaves the kernel. */
+static int
+helper_stuck_in_kernel(long tid)
+{
+	char path[96], buf[512], *p;
+	struct timespec nap = { 0, 1000000 };
+	int i, fd;
+	ssize_t n;
+
+	snprintf(
+	    path, sizeof path, "/proc/%d/task/%ld/stat", (int)helper_pid, tid);
+	for (i = 0; i <= BTH_D_MS; i++) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return 0;
+		n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (n <= 0)
+			return 0;
+		buf[n] = '\0';
+		p = strrchr(
+		    buf, ')'); /* after the comm, which may hold anything */
+		if (p == NULL || p[1] != ' ' || p[2] != 'D')
+			return 0;
+		nanosleep(&nap, NULL);
+	}
+	return 1;
 }
 
 /* Waits up to BTH_STOP_MS for tid's next stop: 1 with *status, 0 on
@@ -223,12 +275,20 @@ helper_stop(long tid)
 	double t0;
 	int status, w, deliver = 0, got_regs;
 	long next = 0;
+	char e[64];
 
 	memset(&rep, 0, offsetof(struct bth_rep, ips));
 	rep.kind = BTH_RESULT;
 	rep.tid = (int32_t)tid;
 	rep.nips = -1;
 	rep.stop_us = -1;
+	if (helper_stuck_in_kernel(tid)) {
+		snprintf(rep.note, sizeof rep.note,
+		    "the thread is in uninterruptible sleep in the kernel "
+		    "(state D): not stopped");
+		helper_send(&rep);
+		return 0;
+	}
 	t0 = helper_now_us();
 	if (ptrace(PTRACE_SEIZE, (pid_t)tid, NULL, NULL) != 0) {
 		helper_seize_note(tid, errno, rep.note, sizeof rep.note);
@@ -272,7 +332,8 @@ helper_stop(long tid)
 			    (unsigned long long)regs.rip);
 	} else {
 		snprintf(rep.note, sizeof rep.note,
-		    "cannot read the registers: %s", strerror(errno));
+		    "cannot read the registers: %s",
+		    helper_strerror(errno, e, sizeof e));
 	}
 	if (helper_wait_go(&next) != 0 && rep.note[0] == '\0')
 		snprintf(rep.note, sizeof rep.note,

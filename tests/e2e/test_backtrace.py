@@ -350,6 +350,40 @@ def test_no_ptrace_gives_python_frames_and_a_note(workload):
     assert py_funcs(main)[:2] == ["park_forever", "seccomp"]
 
 
+def test_subreaper_job_gets_no_helper(workload):
+    """The helper is orphaned on purpose; in a child subreaper it would
+    become the job's child: Python frames only, and a note."""
+    p = workload("subreaper", script=WAITS)
+    threads = bt_json(p.pid)
+    for t in threads:
+        assert t["note"] is not None and "child subreaper" in t["note"], t
+    assert py_funcs(thread_named(threads, "parked"))[:1] == ["park_forever"]
+    assert children(p.pid) == []
+
+
+def test_thread_traced_by_another_tool(workload):
+    """A thread that strace holds is named as such; the others unwind."""
+    p = workload("shapes")
+    rec = thread_named(bt_json(p.pid), "recursion-thread")
+    tid = rec["thread_id"]
+    st = subprocess.Popen(["strace", "-p", str(tid), "-o", "/dev/null"],
+                          stderr=subprocess.DEVNULL)
+    try:
+        def tracer():
+            with open("/proc/%d/task/%d/status" % (p.pid, tid)) as f:
+                return int(re.search(r"TracerPid:\s*(\d+)", f.read()).group(1))
+        wait_for(tracer, 20, "strace to attach")
+        threads = bt_json(p.pid)
+        rec = thread_named(threads, "recursion-thread")
+        assert rec["note"] == "native unwinding failed: the thread is traced by pid %d" % st.pid
+        assert py_funcs(rec)[:27] == ["park_forever"] + ["recurse"] * 26
+        gen = thread_named(threads, "generator-thread")
+        assert gen["note"] is None and gen["frames"][0]["type"] == "Native"
+    finally:
+        st.kill()
+        st.wait()
+
+
 def test_helper_is_not_a_child_of_the_job(workload):
     p = workload("shapes")
     bt_json(p.pid)

@@ -15,6 +15,8 @@
             exits if the sleep ever ends.
   seccomp   a seccomp filter on every thread makes ptrace fail with EPERM;
             threads parked in Python.
+  subreaper the process is a child subreaper (PR_SET_CHILD_SUBREAPER);
+            threads parked in Python.
 """
 import ctypes
 import os
@@ -175,5 +177,14 @@ def seccomp():
     park_forever()
 
 
+def subreaper():
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise SystemExit("subreaper: errno %d" % ctypes.get_errno())
+    threading.Thread(target=park_forever, name="parked", daemon=True).start()
+    say("ready %d" % os.getpid())
+    park_forever()
+
+
 if __name__ == "__main__":
-    {"c-waits": c_waits, "gil-sleep": gil_sleep, "seccomp": seccomp}[sys.argv[1]]()
+    {"c-waits": c_waits, "gil-sleep": gil_sleep, "seccomp": seccomp,
+     "subreaper": subreaper}[sys.argv[1]]()
