@@ -63,6 +63,46 @@ cmd_backtrace_print_text(FILE *f, json_t *threads)
 	}
 }
 
+/* The label of each target in result: its rank, else its pid. */
+static json_t *
+cmd_backtrace_labels(json_t *result)
+{
+	json_t *labels = json_object(), *row, *rank;
+	int ct = fmt_col(result, "target"), cr = fmt_col(result, "_rank");
+	int cp = fmt_col(result, "_pid");
+	const char *target;
+	size_t i;
+
+	json_array_foreach(json_object_get(result, "rows"), i, row)
+	{
+		target = json_string_value(fmt_cell(row, ct)) ?: "";
+		if (json_object_get(labels, target) != NULL)
+			continue;
+		rank = fmt_cell(row, cr);
+		json_object_set(labels, target,
+		    json_is_integer(rank) ? rank : fmt_cell(row, cp));
+	}
+	return labels;
+}
+
+/* Prints the merged tree of every target's threads. */
+static void
+cmd_backtrace_merge(json_t *result, json_t *threads, int fmt, int native_all)
+{
+	json_t *labels = cmd_backtrace_labels(result);
+	json_t *tree = stack_merge(threads, labels, native_all);
+
+	if (fmt == BT_FMT_JSON) {
+		json_dumpf(
+		    json_object_get(tree, "children"), stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+	} else {
+		stack_merge_print(stdout, tree, fmt_color(stdout));
+	}
+	json_decref(tree);
+	json_decref(labels);
+}
+
 static int
 cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
@@ -70,9 +110,11 @@ cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "thread", required_argument, NULL, 'T' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "target", required_argument, NULL, 't' },
+		{ "merge", no_argument, NULL, 'm' },
+		{ "native", required_argument, NULL, 'n' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, fmt = BT_FMT_TEXT, failed, rc;
+	int c, fmt = BT_FMT_TEXT, failed, rc, merge = 0, native_all = 0;
 	long tid = 0;
 	char *sql, *end;
 	json_t *result, *threads;
@@ -96,6 +138,17 @@ cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 				    "--thread needs a thread id, not '%s'",
 				    optarg);
 			break;
+		case 'm':
+			merge = 1;
+			break;
+		case 'n':
+			if (strcmp(optarg, "all") != 0 &&
+			    strcmp(optarg, "collapsed") != 0)
+				return cmd_usage(ctx->entry,
+				    "--native takes all or collapsed, not '%s'",
+				    optarg);
+			native_all = strcmp(optarg, "all") == 0;
+			break;
 		case ':':
 			return cmd_usage(ctx->entry, "option %s needs a value",
 			    argv[optind - 1]);
@@ -109,14 +162,21 @@ cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	if ((rc = cmd_require_targets(ctx)) != 0)
 		return rc;
 	if (tid != 0)
-		xasprintf(&sql, "%s WHERE thread_id = %ld", stack_sql, tid);
+		xasprintf(&sql, "%s WHERE thread_id = %ld",
+		    merge ? stack_merge_sql : stack_sql, tid);
 	else
-		sql = xstrdup(stack_sql);
+		sql = xstrdup(merge ? stack_merge_sql : stack_sql);
 	result = cmd_query_run(ctx, sql, &failed);
 	free(sql);
 	if (result == NULL)
 		return 1;
 	threads = stack_threads(result);
+	if (merge) {
+		cmd_backtrace_merge(result, threads, fmt, native_all);
+		json_decref(result);
+		json_decref(threads);
+		return failed ? 1 : 0;
+	}
 	json_decref(result);
 	if (tid != 0 && json_array_size(threads) == 0 && !failed) {
 		json_decref(threads);
@@ -144,11 +204,19 @@ cmd_backtrace_more(FILE *f)
 const struct cmd_entry cmd_backtrace_entry = {
 	.name = "backtrace",
 	.alias = "bt",
-	.args = "[--thread TID] [-f text|json]",
+	.args = "[--thread TID] [--merge [--native all]] [-f text|json]",
 	.help = "show every thread's Python and native stack",
 	.detail =
 	    "  --thread TID  only this thread (its native id, as in ps -L)\n"
 	    "  -f FORMAT     text (default) or json (an array of threads)\n"
+	    "  --merge       one tree of every target's stacks, each frame "
+	    "with "
+	    "the ranks\n"
+	    "                (pids where no rank) through it; a branch only "
+	    "some take is\n"
+	    "                marked; -f json gives the tree\n"
+	    "  --native all  with --merge: keep the interpreter's own native "
+	    "frames\n"
 	    "Works when the process is hung, even with the GIL held forever. "
 	    "Native frames\n"
 	    "come from a helper that holds one thread at a time with ptrace "

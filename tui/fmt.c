@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "xmalloc.h"
 #include "tui.h"
@@ -260,4 +261,12 @@ fmt_ms(char *buf, size_t len, double secs)
 		snprintf(buf, len, "%.1f", ms);
 	else
 		snprintf(buf, len, "%.0f", ms);
+}
+
+int
+fmt_color(FILE *f)
+{
+	const char *no = getenv("NO_COLOR");
+
+	return isatty(fileno(f)) && (no == NULL || *no == '\0');
 }

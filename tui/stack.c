@@ -10,6 +10,11 @@ const char stack_sql[] =
     "SELECT thread_id, thread_name, thread_state, thread_note, depth, "
     "frame_type, func, file, lineno, lib_offset FROM python.backtrace";
 
+const char stack_merge_sql[] =
+    "SELECT p.rank AS _rank, p.pid AS _pid, b.thread_id, b.thread_name, "
+    "b.thread_state, b.thread_note, b.depth, b.frame_type, b.func, b.file, "
+    "b.lineno, b.lib_offset FROM python.backtrace b, python.process p";
+
 /* The thread_state texts the agent writes (agent/backtrace.c), the one
  * place the client knows them. A text ending in "*" is a prefix. */
 static const struct {

@@ -101,6 +101,8 @@ enum stack_state {
 };
 /* The query the groups are made from; a WHERE or ORDER BY may follow. */
 extern const char stack_sql[];
+/* The same with each row's _rank and _pid from python.process. */
+extern const char stack_merge_sql[];
 /* The value of a thread_state text; STACK_UNKNOWN for NULL or new text. */
 enum stack_state stack_state(const char *text);
 /* Rows of python.backtrace (any column order; a "target" column when from
@@ -109,7 +111,20 @@ enum stack_state stack_state(const char *text);
  * threads in the order of the rows. */
 json_t *stack_threads(json_t *result);
 
+/* stack-merge.c: many targets' threads as one prefix tree. */
+/* A tree {ranks, children: [{func, file, lineno, frame_type, ranks,
+ * children}]} of threads (stack_threads' shape, each with a "target");
+ * labels maps each target name to its rank (or pid). The interpreter's
+ * own native frames are collapsed unless native_all. */
+json_t *stack_merge(json_t *threads, json_t *labels, int native_all);
+/* Writes a sorted rank list as compact ranges: 0-1,3. */
+void stack_merge_ranges(json_t *ranks, char *buf, size_t len);
+/* Prints the tree, a branch only some ranks take in colour (or marked). */
+void stack_merge_print(FILE *, json_t *tree, int color);
+
 /* fmt.c: query results printed as table, json or csv. */
+/* Whether to colour output on f: a terminal and NO_COLOR unset. */
+int fmt_color(FILE *);
 enum fmt_kind { FMT_TABLE, FMT_JSON, FMT_CSV };
 extern const char *const fmt_names[];
 /* result: {"columns": [...], "rows": [[...]]}. */
