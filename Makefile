@@ -136,6 +136,15 @@ $(B)/tests/test-%: tests/unit/test-%.c $(SHARED_OBJ) $(INJ_OBJ) $(B)/agent-test/
 	@mkdir -p $(@D)
 	$(CC) $(CLI_CFLAGS) -Iinjector -Iagent -o $@ $^ -ljansson -lm -ldl -lpthread
 
+# Tests of tui/ modules link just those objects.
+$(B)/tests/test-stack: tests/unit/test-stack.c $(B)/tui/stack.o $(B)/tui/fmt.o $(SHARED_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CLI_CFLAGS) -Itui -o $@ $^ -ljansson -lm
+
+$(B)/tests/test-ui-list: tests/unit/test-ui-list.c $(B)/tui/ui-list.o
+	@mkdir -p $(@D)
+	$(CC) $(CLI_CFLAGS) -Itui -o $@ $^
+
 $(B)/agent-test/ring.o: agent/ring.c agent/ring.h
 	@mkdir -p $(@D)
 	$(CC) $(CLI_CFLAGS) -c -o $@ $<

@@ -399,3 +399,55 @@ def test_top_exits_when_its_terminal_vanishes(spawn):
         if top.poll() is None:
             top.kill()
         top.wait()
+
+
+GIL_HOLDER = """
+import ctypes, os, sys, threading, time
+lib = ctypes.PyDLL(os.environ["HOLD_GIL_SO"])
+go = threading.Event()
+def holder():
+    go.wait()
+    lib.hold_gil_sleep()  # keeps the GIL, never returns
+threading.Thread(target=holder, name="holder", daemon=True).start()
+print("ready", flush=True)
+time.sleep(0.5)
+go.set()
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_top_stacks_gil_holder_first_and_one_key_table(spawn, tmux, tmp_path):
+    """The Stacks pane puts the thread holding the GIL first (found from the
+    thread state's value, whatever thread it is), and every pane moves with
+    the same keys; the key bar and the help come from one pane table."""
+    script = tmp_path / "gil_holder.py"
+    script.write_text(GIL_HOLDER)
+    p = spawn(str(script), env={"HOLD_GIL_SO": os.path.join(ROOT, ".build/tests/hold-gil.so")})
+    p.wait_out("ready")
+    t = tmux([PROBING, "-t", str(p.pid), "top"], x=140, y=16)
+    s = t.wait(lambda s: state_of(s, p.pid) is not None, 20, "the target's row")
+    assert s.rstrip("\n").split("\n")[-1].startswith(
+        "F1Help F2Procs F3Modules F4Stacks F5SQL F6Eval F10Quit")
+
+    def threads(s):
+        return [l for l in s.splitlines() if l.startswith("Thread ")]
+    t.keys("3")  # a digit shows the pane too
+    s = t.wait(lambda s: threads(s) and "holding the GIL" in s, 30, "the holder")
+    first = threads(s)[0]
+    assert " holder: holding the GIL" in first, s
+    # End goes to the last line (the holder's header scrolls away), Home
+    # back to the first; PgDn moves by a page
+    t.keys("End")
+    t.wait(lambda s: first not in s, 10, "the end of the stacks")
+    t.keys("Home")
+    t.wait(lambda s: threads(s) and threads(s)[0] == first, 10, "the top again")
+    t.keys("NPage")
+    t.wait(lambda s: first not in s, 10, "a page down")
+    # the help lists the panes from the same table
+    t.keys("F1")
+    s = t.wait_text("probing top: keys")
+    assert "F2..F6, 1..5    Processes, Modules, Stacks, SQL, Eval" in s
+    t.keys("x")
+    t.keys("q")
+    assert t.wait_exit() == 0
