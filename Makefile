@@ -130,7 +130,8 @@ probing: $(TUI_OBJ) $(INJ_OBJ) $(SHARED_OBJ)
 # Test programs.
 UNIT_SRC := $(wildcard tests/unit/test-*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
-tests-bin: $(UNIT_BIN) $(B)/tests/embed-host $(B)/tests/inj-payload.so $(B)/tests/hold-gil.so
+tests-bin: $(UNIT_BIN) $(B)/tests/embed-host $(B)/tests/inj-payload.so $(B)/tests/hold-gil.so \
+           $(B)/tests/errno-spin.so
 
 $(B)/tests/test-%: tests/unit/test-%.c $(SHARED_OBJ) $(INJ_OBJ) $(B)/agent-test/ring.o
 	@mkdir -p $(@D)
@@ -158,6 +159,10 @@ $(B)/tests/inj-payload.so: tests/workloads/inj-payload.c
 	$(CC) -O2 -g -shared -fPIC -o $@ $<
 
 $(B)/tests/hold-gil.so: tests/workloads/hold-gil.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -shared -fPIC -o $@ $<
+
+$(B)/tests/errno-spin.so: tests/workloads/errno-spin.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -shared -fPIC -o $@ $<
 

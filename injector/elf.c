@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "log.h"
 #include "injector.h"
 
 /* Map the ELF file at path and check its header; returns 0 or -1. */
@@ -23,26 +24,25 @@ elf_open(struct elf_file *ef, const char *path, char **cause)
 	ef->size = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		inject_cause(
-		    cause, "cannot open %s: %s", path, strerror(errno));
+		cause_set(cause, "cannot open %s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &sb) < 0 || sb.st_size < (off_t)sizeof(Elf64_Ehdr)) {
-		inject_cause(cause, "%s is not an ELF file", path);
+		cause_set(cause, "%s is not an ELF file", path);
 		close(fd);
 		return -1;
 	}
 	p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {
-		inject_cause(cause, "cannot map %s: %s", path, strerror(errno));
+		cause_set(cause, "cannot map %s: %s", path, strerror(errno));
 		return -1;
 	}
 	eh = p;
 	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
 	    eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_machine != EM_X86_64) {
 		munmap(p, (size_t)sb.st_size);
-		inject_cause(cause, "%s is not an x86-64 ELF file", path);
+		cause_set(cause, "%s is not an x86-64 ELF file", path);
 		return -1;
 	}
 	ef->data = p;

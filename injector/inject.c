@@ -13,12 +13,16 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 
+#include "log.h"
 #include "injector.h"
 
-#define INJECT_MAX_TRIES   200
-#define INJECT_MAIN_TRIES  100 /* tries on the main thread before others */
-#define INJECT_OTHER_TRIES 10  /* tries on each other thread in turn */
+#define INJECT_MAX_TRIES   60
+#define INJECT_MAIN_TRIES  20    /* tries on the main thread before others */
+#define INJECT_OTHER_TRIES 4     /* tries on each other thread in turn */
+#define INJECT_STEP_MAX    20000 /* instructions stepped per try */
+#define INJECT_STEP_MS     50    /* and time spent stepping per try */
 #define INJECT_RUN_US      1000
 #define INJECT_STOP_MS     1000
 #define INJECT_CALL_MS     5000
@@ -26,9 +30,6 @@
 #define INJECT_PAGE        4096ULL
 #define INJECT_RTLD_NOW    0x2
 #define INJECT_RTLD_GLOBAL 0x100
-#define INJECT_EPERM                                                      \
-	"cannot attach to pid %d: operation not permitted (try as root, " \
-	"grant CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0)"
 
 /* One injector_load call, run on its own tracer thread. */
 struct inject_job {
@@ -41,180 +42,11 @@ struct inject_job {
 
 /* Where the functions to call live in the target. */
 struct inject_funcs {
-	uint64_t dlopen;  /* dlopen or __libc_dlopen_mode */
-	uint64_t dlerror; /* 0 when the target has none */
-	uint64_t int3;    /* address of a 0xCC byte in executable memory */
+	uint64_t dlopen;         /* dlopen or __libc_dlopen_mode */
+	uint64_t dlerror;        /* 0 when the target has none */
+	uint64_t errno_location; /* __errno_location; 0 when none */
+	uint64_t int3; /* address of a 0xCC byte in executable memory */
 };
-
-/* Replace *cause (when cause is not NULL) by a formatted message. */
-void
-inject_cause(char **cause, const char *fmt, ...)
-{
-	va_list ap;
-	char *msg;
-
-	if (cause == NULL)
-		return;
-	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
-	va_end(ap);
-	free(*cause);
-	*cause = msg;
-}
-
-/* Monotonic clock in milliseconds. */
-double
-inject_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Classify a mapped file by its base name. */
-static enum inject_map_kind
-inject_maps_kind(const char *path)
-{
-	const char *b = strrchr(path, '/');
-
-	b = b != NULL ? b + 1 : path;
-	if (strncmp(b, "libc.so", 7) == 0 || strncmp(b, "ld-musl-", 8) == 0 ||
-	    (strncmp(b, "libc-", 5) == 0 && strstr(b, ".so") != NULL))
-		return INJECT_MAP_LIBC;
-	if (strncmp(b, "ld-", 3) == 0 && strstr(b, ".so") != NULL)
-		return INJECT_MAP_LDSO;
-	if (strncmp(b, "libdl.so", 8) == 0 ||
-	    (strncmp(b, "libdl-", 6) == 0 && strstr(b, ".so") != NULL))
-		return INJECT_MAP_LIBDL;
-	return INJECT_MAP_OTHER;
-}
-
-/* Free a mapping list; an empty one is a no-op. */
-void
-inject_maps_free(struct inject_maps *maps)
-{
-	size_t i;
-
-	for (i = 0; i < maps->n; i++)
-		free(maps->v[i].path);
-	free(maps->v);
-	maps->v = NULL;
-	maps->n = 0;
-}
-
-/* Read /proc/PID/maps into maps. Returns 0 or -1 with *cause set. */
-int
-inject_maps_read(pid_t pid, struct inject_maps *maps, char **cause)
-{
-	char fn[64], *line = NULL, *p;
-	struct inject_map *m, *v;
-	size_t cap = 0, alloc = 0;
-	unsigned long long start, end, off, ino;
-	unsigned dmaj, dmin;
-	int n, len;
-	FILE *f;
-
-	maps->v = NULL;
-	maps->n = 0;
-	snprintf(fn, sizeof fn, "/proc/%d/maps", (int)pid);
-	f = fopen(fn, "re");
-	if (f == NULL) {
-		if (errno == ENOENT)
-			inject_cause(cause, "no such process: %d", (int)pid);
-		else if (errno == EACCES || errno == EPERM)
-			inject_cause(cause, INJECT_EPERM, (int)pid);
-		else
-			inject_cause(
-			    cause, "cannot read %s: %s", fn, strerror(errno));
-		return -1;
-	}
-	while (getline(&line, &cap, f) > 0) {
-		char perms[5];
-
-		if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu %n", &start,
-			&end, perms, &off, &dmaj, &dmin, &ino, &n) < 7)
-			continue;
-		if (maps->n == alloc) {
-			alloc = alloc != 0 ? alloc * 2 : 64;
-			v = realloc(maps->v, alloc * sizeof *v);
-			if (v == NULL)
-				goto nomem;
-			maps->v = v;
-		}
-		p = line + n;
-		len = (int)strcspn(p, "\n");
-		p[len] = '\0';
-		m = &maps->v[maps->n];
-		memset(m, 0, sizeof *m);
-		m->start = start;
-		m->end = end;
-		m->offset = off;
-		m->inode = ino;
-		memcpy(m->perms, perms, sizeof m->perms);
-		if (len > 10 && strcmp(p + len - 10, " (deleted)") == 0) {
-			p[len - 10] = '\0';
-			m->deleted = 1;
-		}
-		m->path = strdup(p);
-		if (m->path == NULL)
-			goto nomem;
-		maps->n++;
-		if (m->path[0] == '/')
-			m->kind = inject_maps_kind(m->path);
-	}
-	if (ferror(f)) {
-		inject_cause(cause, "cannot read %s: %s", fn, strerror(errno));
-		goto fail;
-	}
-	if (maps->n == 0) {
-		inject_cause(cause, "pid %d has exited", (int)pid);
-		goto fail;
-	}
-	free(line);
-	fclose(f);
-	return 0;
-nomem:
-	inject_cause(cause, "pid %d: out of memory", (int)pid);
-fail:
-	free(line);
-	fclose(f);
-	inject_maps_free(maps);
-	return -1;
-}
-
-/* Return the mapping that holds addr, or NULL. */
-const struct inject_map *
-inject_maps_find(const struct inject_maps *maps, uint64_t addr)
-{
-	size_t lo = 0, hi = maps->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (addr < maps->v[mid].start)
-			hi = mid;
-		else if (addr >= maps->v[mid].end)
-			lo = mid + 1;
-		else
-			return &maps->v[mid];
-	}
-	return NULL;
-}
-
-/* Return the first mapping of the given kind, or NULL. */
-static const struct inject_map *
-inject_maps_first(const struct inject_maps *maps, enum inject_map_kind kind)
-{
-	size_t i;
-
-	for (i = 0; i < maps->n; i++) {
-		if (maps->v[i].kind == kind)
-			return &maps->v[i];
-	}
-	return NULL;
-}
 
 /*
  * Open the ELF file behind mapping m as the target sees it (through
@@ -222,8 +54,8 @@ inject_maps_first(const struct inject_maps *maps, enum inject_map_kind kind)
  * address it is loaded at. Returns 0 or -1.
  */
 static int
-inject_open_object(pid_t pid, const struct inject_maps *maps,
-    const struct inject_map *m, struct elf_file *ef, uint64_t *base,
+inject_open_object(pid_t pid, const struct maps *maps,
+    const struct maps_entry *m, struct elf_file *ef, uint64_t *base,
     char **cause)
 {
 	uint64_t vaddr, offset;
@@ -241,7 +73,7 @@ inject_open_object(pid_t pid, const struct inject_maps *maps,
 	if (elf_first_load(ef, &vaddr, &offset) < 0)
 		goto bad;
 	for (i = 0; i < maps->n; i++) {
-		const struct inject_map *o = &maps->v[i];
+		const struct maps_entry *o = &maps->v[i];
 
 		if (strcmp(o->path, m->path) == 0 && o->inode == m->inode &&
 		    o->offset == (offset & ~(INJECT_PAGE - 1))) {
@@ -250,8 +82,8 @@ inject_open_object(pid_t pid, const struct inject_maps *maps,
 		}
 	}
 bad:
-	inject_cause(cause, "pid %d: cannot find the load address of %s",
-	    (int)pid, m->path);
+	cause_set(cause, "pid %d: cannot find the load address of %s", (int)pid,
+	    m->path);
 	elf_close(ef);
 	return -1;
 }
@@ -287,28 +119,26 @@ inject_status_field(pid_t pid, const char *key, char *text, size_t textlen)
 	return rc;
 }
 
-/*
- * Check that pid is a live process nobody traces. Returns 0 or -1 with
- * *cause set.
- */
-static int
-inject_check_process(pid_t pid, char **cause)
+int
+injector_check(pid_t pid, char **cause)
 {
 	char state[64], tracer[64];
 
 	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH) ||
 	    inject_status_field(pid, "State:", state, sizeof state) < 0) {
-		inject_cause(cause, "no such process: %d", (int)pid);
+		cause_set(cause, "no such process: %d", (int)pid);
 		return -1;
 	}
 	if (state[0] == 'Z' || state[0] == 'X') {
-		inject_cause(cause, "pid %d has exited", (int)pid);
+		cause_set(cause, "pid %d has exited", (int)pid);
 		return -1;
 	}
+	if (injector_check_stopped(pid, cause) < 0)
+		return -1;
 	if (inject_status_field(pid, "TracerPid:", tracer, sizeof tracer) ==
 		0 &&
 	    strtol(tracer, NULL, 10) > 0) {
-		inject_cause(cause,
+		cause_set(cause,
 		    "pid %d is already traced by pid %ld (a debugger?)",
 		    (int)pid, strtol(tracer, NULL, 10));
 		return -1;
@@ -316,22 +146,59 @@ inject_check_process(pid_t pid, char **cause)
 	return 0;
 }
 
+int
+injector_check_stopped(pid_t pid, char **cause)
+{
+	char state[64];
+
+	if (inject_status_field(pid, "State:", state, sizeof state) == 0 &&
+	    state[0] == 'T') {
+		cause_set(cause,
+		    "pid %d is stopped (state T): resume it with kill -CONT %d "
+		    "first",
+		    (int)pid, (int)pid);
+		return -1;
+	}
+	return 0;
+}
+
+int
+injector_maps_file(pid_t pid, const char *prefix, char *path, size_t len)
+{
+	struct maps maps;
+	size_t i, n = strlen(prefix);
+	int rc = 0;
+
+	if (maps_read(pid, &maps, NULL) < 0)
+		return -1;
+	for (i = 0; i < maps.n && rc == 0; i++) {
+		const char *b = strrchr(maps.v[i].path, '/');
+
+		if (b != NULL && strncmp(b + 1, prefix, n) == 0) {
+			snprintf(path, len, "%s", maps.v[i].path);
+			rc = 1;
+		}
+	}
+	maps_free(&maps);
+	return rc;
+}
+
 /*
  * Find dlopen and dlerror in the target: libc's (glibc 2.34+, musl), else
  * libdl's, else glibc's private __libc_dlopen_mode. Returns 0 or -1.
  */
 static int
-inject_resolve(pid_t pid, const struct inject_maps *maps,
-    struct inject_funcs *fn, char **cause)
+inject_resolve(
+    pid_t pid, const struct maps *maps, struct inject_funcs *fn, char **cause)
 {
-	const struct inject_map *libc, *libdl;
+	const struct maps_entry *libc, *libdl;
 	struct elf_file ef;
 	uint64_t base, v;
 
-	fn->dlopen = fn->dlerror = 0;
-	libc = inject_maps_first(maps, INJECT_MAP_LIBC);
+	fn->dlopen = fn->dlerror = fn->errno_location = 0;
+	libc = maps_first(maps, MAPS_LIBC);
 	if (libc == NULL) {
-		inject_cause(cause,
+		cause_set(cause,
 		    "pid %d has no libc mapped (a static "
 		    "binary?); cannot load code into it",
 		    (int)pid);
@@ -339,6 +206,8 @@ inject_resolve(pid_t pid, const struct inject_maps *maps,
 	}
 	if (inject_open_object(pid, maps, libc, &ef, &base, cause) < 0)
 		return -1;
+	if (elf_symbol(&ef, "__errno_location", &v) == 0)
+		fn->errno_location = base + v;
 	if (elf_symbol(&ef, "dlopen", &v) == 0) {
 		fn->dlopen = base + v;
 		if (elf_symbol(&ef, "dlerror", &v) == 0)
@@ -349,7 +218,7 @@ inject_resolve(pid_t pid, const struct inject_maps *maps,
 	if (elf_symbol(&ef, "__libc_dlopen_mode", &v) == 0)
 		fn->dlopen = base + v;
 	elf_close(&ef);
-	libdl = inject_maps_first(maps, INJECT_MAP_LIBDL);
+	libdl = maps_first(maps, MAPS_LIBDL);
 	if (libdl != NULL &&
 	    inject_open_object(pid, maps, libdl, &ef, &base, NULL) == 0) {
 		if (elf_symbol(&ef, "dlopen", &v) == 0) {
@@ -360,8 +229,8 @@ inject_resolve(pid_t pid, const struct inject_maps *maps,
 		elf_close(&ef);
 	}
 	if (fn->dlopen == 0) {
-		inject_cause(cause, "pid %d: cannot find dlopen in %s",
-		    (int)pid, libc->path);
+		cause_set(cause, "pid %d: cannot find dlopen in %s", (int)pid,
+		    libc->path);
 		return -1;
 	}
 	return 0;
@@ -369,15 +238,15 @@ inject_resolve(pid_t pid, const struct inject_maps *maps,
 
 /* Find a 0xCC byte in executable memory of the target. Returns 0 or -1. */
 static int
-inject_find_int3(pid_t pid, int memfd, const struct inject_maps *maps,
-    uint64_t *addr, char **cause)
+inject_find_int3(
+    pid_t pid, int memfd, const struct maps *maps, uint64_t *addr, char **cause)
 {
 	unsigned char buf[16384], *hit;
 	uint64_t at, len;
 	size_t i;
 
 	for (i = 0; i < maps->n; i++) {
-		const struct inject_map *m = &maps->v[i];
+		const struct maps_entry *m = &maps->v[i];
 
 		if (m->perms[2] != 'x' || strcmp(m->path, "[vsyscall]") == 0)
 			continue;
@@ -394,7 +263,7 @@ inject_find_int3(pid_t pid, int memfd, const struct inject_maps *maps,
 			}
 		}
 	}
-	inject_cause(
+	cause_set(
 	    cause, "pid %d: no int3 byte found in executable memory", (int)pid);
 	return -1;
 }
@@ -411,11 +280,11 @@ inject_open_mem(pid_t pid, int flags, char **cause)
 	if (fd >= 0)
 		return fd;
 	if (errno == ENOENT)
-		inject_cause(cause, "no such process: %d", (int)pid);
+		cause_set(cause, "no such process: %d", (int)pid);
 	else if (errno == EACCES || errno == EPERM)
-		inject_cause(cause, INJECT_EPERM, (int)pid);
+		cause_set(cause, INJECTOR_EPERM, (int)pid);
 	else
-		inject_cause(cause, "cannot open %s: %s", fn, strerror(errno));
+		cause_set(cause, "cannot open %s: %s", fn, strerror(errno));
 	return -1;
 }
 
@@ -443,6 +312,16 @@ inject_threads(pid_t pid, pid_t *tids, size_t max)
 	return n;
 }
 
+/* Drop a cause set by a failure the caller recovers from. */
+static void
+inject_uncause(char **cause)
+{
+	if (cause != NULL) {
+		free(*cause);
+		*cause = NULL;
+	}
+}
+
 /* Read a NUL-terminated string of the target into buf. */
 static void
 inject_read_string(int memfd, uint64_t addr, char *buf, size_t len)
@@ -464,16 +343,48 @@ inject_read_string(int memfd, uint64_t addr, char *buf, size_t len)
 	buf[got] = '\0';
 }
 
+/* Say in st->how how thread t was brought to a safe point. */
+static void
+inject_describe(const struct ptrace_thread *t, const struct safety_result *res,
+    struct injector_stats *st)
+{
+	long nr = (long)t->regs.orig_rax >= 0 ? (long)t->regs.orig_rax
+					      : (long)t->regs.rax;
+
+	st->tid = t->tid;
+	st->steps = res->steps;
+	if (res->steps == 0 && res->verdict == SAFETY_OUTSIDE)
+		snprintf(st->how, sizeof st->how,
+		    "thread %d: stopped outside libc and the loader",
+		    (int)t->tid);
+	else if (res->steps == 0)
+		snprintf(st->how, sizeof st->how,
+		    "thread %d: stopped in a waiting syscall (%ld)",
+		    (int)t->tid, nr);
+	else if (res->verdict == SAFETY_OUTSIDE)
+		snprintf(st->how, sizeof st->how,
+		    "thread %d: stepped out of %s in %d instructions",
+		    (int)t->tid, res->what, res->steps);
+	else
+		snprintf(st->how, sizeof st->how,
+		    "thread %d: stepped %d instructions in %s to a waiting "
+		    "syscall (%ld)",
+		    (int)t->tid, res->steps, res->what, nr);
+}
+
 /*
  * Stop a thread of pid at a safe point: the main thread first, then the
- * others in turn, letting each run a moment between tries. Returns 0 with
- * t stopped, or -1.
+ * others in turn. A thread stopped inside libc or the loader is
+ * single-stepped out; one that cannot be (a long run of libc code, a
+ * libc lock wait) runs a moment before the next try. Returns 0 with t
+ * stopped, or -1.
  */
 static int
-inject_stop_safe(pid_t pid, int memfd, const struct inject_maps *maps,
+inject_stop_safe(pid_t pid, int memfd, const struct maps *maps,
     struct ptrace_thread *t, struct injector_stats *st, char **cause)
 {
 	pid_t tids[256], want;
+	struct safety_result res;
 	const char *why = "unknown";
 	size_t ntids;
 	int i;
@@ -493,33 +404,102 @@ inject_stop_safe(pid_t pid, int memfd, const struct inject_maps *maps,
 		}
 		if (!t->seized &&
 		    ptrace_seize(t, pid, want, memfd, cause) < 0) {
-			if (want != pid && errno == ESRCH)
+			if (want != pid && errno == ESRCH) {
+				inject_uncause(cause);
 				continue;
+			}
 			return -1;
 		}
 		if (ptrace_stop(t, INJECT_STOP_MS, cause) < 0) {
 			/* Another thread that ended: go on with the rest. */
 			if (want != pid && errno == ESRCH &&
 			    kill(pid, 0) == 0) {
+				inject_uncause(cause);
 				t->seized = 0;
 				continue;
 			}
 			return -1;
 		}
 		st->attempts++;
-		if (safety_check(t, maps, &why))
+		if (safety_step_out(t, maps, INJECT_STEP_MAX, INJECT_STEP_MS,
+			&res, cause) < 0)
+			return -1;
+		if (res.verdict == SAFETY_OUTSIDE ||
+		    res.verdict == SAFETY_WAITING) {
+			inject_describe(t, &res, st);
 			return 0;
+		}
+		why = res.why;
 		if (ptrace_resume(t, cause) < 0)
 			return -1;
 		usleep(INJECT_RUN_US);
 	}
 	if (ptrace_stop(t, INJECT_STOP_MS, NULL) == 0)
 		ptrace_detach(t);
-	inject_cause(cause,
+	cause_set(cause,
 	    "pid %d: no thread reached a safe point in %d "
 	    "tries (last: %s); try again",
 	    (int)pid, INJECT_MAX_TRIES, why);
 	return -1;
+}
+
+/*
+ * Read the errno of the stopped thread t by calling __errno_location in it.
+ * Returns 0 with *at and *value set, -1 with *cause set (the thread is left
+ * stopped for ptrace_restore).
+ */
+static int
+inject_errno_read(struct ptrace_thread *t, const struct inject_funcs *fn,
+    uint64_t sp, uint64_t *at, int *value, char **cause)
+{
+	if (ptrace_call(t, fn->errno_location, NULL, 0, fn->int3, sp,
+		INJECT_CALL_MS, at, cause) < 0)
+		return -1;
+	if (*at == 0 ||
+	    ptrace_mem_read(t->memfd, *at, value, sizeof *value) < 0) {
+		cause_set(cause, "pid %d: cannot read errno of thread %d",
+		    (int)t->pid, (int)t->tid);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Call dlopen(so_path) in the stopped thread t with the path at path_at and
+ * the frame below sp; on a NULL handle fetch dlerror() into the cause.
+ * Returns 0 when the call ran (rc tells whether dlopen succeeded), -1 when
+ * it did not return normally.
+ */
+static int
+inject_call_dlopen(struct ptrace_thread *t, const struct inject_funcs *fn,
+    const char *so_path, uint64_t path_at, uint64_t sp, int *ok, char **cause)
+{
+	uint64_t handle = 0, msg = 0, args[2];
+	char err[1024];
+
+	args[0] = path_at;
+	args[1] = INJECT_RTLD_NOW | INJECT_RTLD_GLOBAL;
+	*ok = 0;
+	if (ptrace_call(t, fn->dlopen, args, 2, fn->int3, sp, INJECT_CALL_MS,
+		&handle, cause) < 0)
+		return -1;
+	if (handle != 0) {
+		*ok = 1;
+		return 0;
+	}
+	err[0] = '\0';
+	if (fn->dlerror != 0 &&
+	    ptrace_call(t, fn->dlerror, NULL, 0, fn->int3, sp, INJECT_CALL_MS,
+		&msg, NULL) == 0 &&
+	    msg != 0)
+		inject_read_string(t->memfd, msg, err, sizeof err);
+	if (err[0] != '\0')
+		cause_set(cause, "pid %d: dlopen %s failed: %s", (int)t->pid,
+		    so_path, err);
+	else
+		cause_set(
+		    cause, "pid %d: dlopen %s failed", (int)t->pid, so_path);
+	return 0;
 }
 
 /* Do the work of injector_load on the calling (tracer) thread. */
@@ -527,24 +507,23 @@ static int
 inject_load(
     pid_t pid, const char *so_path, struct injector_stats *st, char **cause)
 {
-	struct inject_maps maps = { NULL, 0 };
+	struct maps maps = { NULL, 0 };
 	struct inject_funcs fn;
 	struct ptrace_thread t;
-	char err[1024];
-	double t0 = inject_now_ms();
-	uint64_t sp, handle = 0, msg = 0, path_at, args[2];
+	double t0 = ptrace_now_ms();
+	uint64_t sp, path_at, errno_at = 0;
 	size_t len;
-	int memfd = -1, rc = -1, called;
+	int memfd = -1, rc = -1, called = -1, ok = 0, saved_errno = 0;
 
 	memset(&t, 0, sizeof t);
 	len = so_path != NULL ? strlen(so_path) : 0;
 	if (len == 0 || len >= PATH_MAX) {
-		inject_cause(cause, "pid %d: bad shared object path", (int)pid);
+		cause_set(cause, "pid %d: bad shared object path", (int)pid);
 		goto out;
 	}
-	if (inject_check_process(pid, cause) < 0)
+	if (injector_check(pid, cause) < 0)
 		goto out;
-	if (inject_maps_read(pid, &maps, cause) < 0)
+	if (maps_read(pid, &maps, cause) < 0)
 		goto out;
 	memfd = inject_open_mem(pid, O_RDWR, cause);
 	if (memfd < 0)
@@ -553,8 +532,18 @@ inject_load(
 	    inject_find_int3(pid, memfd, &maps, &fn.int3, cause) < 0)
 		goto out;
 	if (inject_stop_safe(pid, memfd, &maps, &t, st, cause) < 0) {
-		if (!t.seized && errno == EPERM)
-			inject_check_process(pid, cause);
+		if (!t.seized && errno == EPERM) {
+			/* Say why better when the process says more. */
+			char *better = NULL;
+
+			if (injector_check(pid, &better) < 0) {
+				inject_uncause(cause);
+				if (cause != NULL)
+					*cause = better;
+				else
+					free(better);
+			}
+		}
 		goto out;
 	}
 	if (ptrace_save(&t, cause) < 0)
@@ -563,32 +552,34 @@ inject_load(
 	/* The path goes below the red zone, the call's frame below it. */
 	path_at = (t.regs.rsp - INJECT_RED_ZONE - (len + 1)) & ~(uint64_t)15;
 	if (ptrace_mem_write(memfd, path_at, so_path, len + 1) < 0) {
-		inject_cause(cause, "pid %d: cannot write to its stack: %s",
+		cause_set(cause, "pid %d: cannot write to its stack: %s",
 		    (int)pid, strerror(errno));
 		goto detach;
 	}
-	args[0] = path_at;
-	args[1] = INJECT_RTLD_NOW | INJECT_RTLD_GLOBAL;
 	sp = path_at - 16;
-	called = ptrace_call(&t, fn.dlopen, args, 2, fn.int3, sp,
-	    INJECT_CALL_MS, &handle, cause);
-	if (called == 0 && handle == 0) {
-		err[0] = '\0';
-		if (fn.dlerror != 0 &&
-		    ptrace_call(&t, fn.dlerror, NULL, 0, fn.int3, sp,
-			INJECT_CALL_MS, &msg, NULL) == 0 &&
-		    msg != 0)
-			inject_read_string(memfd, msg, err, sizeof err);
-		if (err[0] != '\0')
-			inject_cause(cause, "pid %d: dlopen %s failed: %s",
-			    (int)pid, so_path, err);
-		else
-			inject_cause(cause, "pid %d: dlopen %s failed",
-			    (int)pid, so_path);
+	/* errno is the thread's: what dlopen and the constructors set in it
+	 * must not reach the code the thread goes back to. */
+	if (fn.errno_location != 0 &&
+	    inject_errno_read(&t, &fn, sp, &errno_at, &saved_errno, cause) < 0)
+		goto restore;
+	called = inject_call_dlopen(&t, &fn, so_path, path_at, sp, &ok, cause);
+	if (called == 0 && errno_at != 0) {
+		if (ptrace_mem_write(memfd, errno_at, &saved_errno,
+			sizeof saved_errno) < 0) {
+			inject_uncause(cause);
+			cause_set(cause,
+			    "pid %d: cannot restore errno of thread %d: %s",
+			    (int)pid, (int)t.tid, strerror(errno));
+			called = -1;
+		} else {
+			st->errno_kept = 1;
+		}
 	}
-	if (t.seized && ptrace_restore(&t, called == 0 ? cause : NULL) < 0)
+restore:
+	if (t.seized &&
+	    ptrace_restore(&t, called == 0 && ok ? cause : NULL) < 0)
 		goto detach;
-	if (called == 0 && handle != 0)
+	if (called == 0 && ok)
 		rc = 0;
 detach:
 	ptrace_detach(&t);
@@ -596,8 +587,8 @@ out:
 	st->stopped_ms = t.stopped_ms;
 	if (memfd >= 0)
 		close(memfd);
-	inject_maps_free(&maps);
-	st->total_ms = inject_now_ms() - t0;
+	maps_free(&maps);
+	st->total_ms = ptrace_now_ms() - t0;
 	return rc;
 }
 
@@ -607,6 +598,8 @@ inject_job_run(void *arg)
 {
 	struct inject_job *job = arg;
 
+	/* Naps while waiting for stops last what they ask, not 50 us more. */
+	prctl(PR_SET_TIMERSLACK, 1UL);
 	job->rc = inject_load(job->pid, job->so_path, job->st, job->cause);
 	return NULL;
 }
@@ -677,8 +670,8 @@ inject_basename(const char *path)
  * the Python runtime at all.
  */
 static int
-inject_read_py_version(pid_t pid, int memfd, const struct inject_maps *maps,
-    const struct inject_map *m, uint64_t *hex, int *has_py)
+inject_read_py_version(pid_t pid, int memfd, const struct maps *maps,
+    const struct maps_entry *m, uint64_t *hex, int *has_py)
 {
 	struct elf_file ef;
 	uint64_t base, v;
@@ -701,8 +694,8 @@ int
 injector_python_version(
     pid_t pid, int *major, int *minor, char *full, size_t fulllen, char **cause)
 {
-	struct inject_maps maps = { NULL, 0 };
-	const struct inject_map *obj = NULL;
+	struct maps maps = { NULL, 0 };
+	const struct maps_entry *obj = NULL;
 	char exe[PATH_MAX], fn[64];
 	uint64_t hex = 0;
 	int maj = 0, min = 0, named = 0, has_py = 0, memfd = -1, rc = -1;
@@ -714,10 +707,10 @@ injector_python_version(
 	if (full != NULL && fulllen > 0)
 		full[0] = '\0';
 	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
-		inject_cause(cause, "no such process: %d", (int)pid);
+		cause_set(cause, "no such process: %d", (int)pid);
 		return -1;
 	}
-	if (inject_maps_read(pid, &maps, cause) < 0)
+	if (maps_read(pid, &maps, cause) < 0)
 		return -1;
 	for (i = 0; i < maps.n && obj == NULL; i++) {
 		const char *b = inject_basename(maps.v[i].path);
@@ -767,12 +760,12 @@ injector_python_version(
 		}
 	} else if (!named) {
 		if (has_py)
-			inject_cause(cause,
+			cause_set(cause,
 			    "pid %d runs python but its version "
 			    "could not be determined",
 			    (int)pid);
 		else
-			inject_cause(
+			cause_set(
 			    cause, "pid %d is not a python process", (int)pid);
 		goto out;
 	}
@@ -782,6 +775,6 @@ injector_python_version(
 out:
 	if (memfd >= 0)
 		close(memfd);
-	inject_maps_free(&maps);
+	maps_free(&maps);
 	return rc;
 }

@@ -3,20 +3,86 @@
 #include <elf.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 
+#include "log.h"
 #include "injector.h"
 
 #define PTRACE_XSTATE_MAX (64 * 1024)
 #define PTRACE_EFLAGS_TF  0x100
 #define PTRACE_EFLAGS_DF  0x400
+#define PTRACE_SPINS      64 /* yields before the first nap in a wait */
+
+/*
+ * Syscalls the kernel ends with EINTR, not a restart, when a ptrace stop
+ * interrupts them (see signal(7), "Interruption of system calls ... by
+ * stop signals"). A tracer that stopped the thread restarts them itself.
+ */
+static const long ptrace_eintr_calls[] = {
+	SYS_epoll_wait,
+	SYS_epoll_pwait,
+	SYS_epoll_pwait2,
+	SYS_semop,
+	SYS_semtimedop,
+	SYS_rt_sigtimedwait,
+	SYS_io_getevents,
+	SYS_io_pgetevents,
+	SYS_recvfrom,
+	SYS_recvmsg,
+	SYS_recvmmsg,
+	SYS_sendto,
+	SYS_sendmsg,
+	SYS_accept,
+	SYS_accept4,
+};
+
+/* Monotonic clock in milliseconds. */
+double
+ptrace_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/*
+ * Undo the EINTR a ptrace stop gave a syscall that the kernel does not
+ * restart by itself: r holds the registers of a thread stopped at the exit
+ * of such a call with -EINTR; point it back at the syscall instruction with
+ * the call number in rax, so it runs again when the thread resumes (with
+ * its full timeout again, for the timed ones). Returns 1 when r was
+ * changed (the caller writes it back with PTRACE_SETREGS), else 0. Needs
+ * no state: any tracer that holds a stopped thread's registers may use it.
+ */
+int
+ptrace_syscall_restart(struct user_regs_struct *r)
+{
+	long nr = (long)r->orig_rax;
+	size_t i;
+
+	if (nr < 0 || (long long)r->rax != -EINTR)
+		return 0;
+	for (i = 0;
+	     i < sizeof ptrace_eintr_calls / sizeof ptrace_eintr_calls[0];
+	     i++) {
+		if (ptrace_eintr_calls[i] == nr) {
+			r->rip -= 2; /* syscall and int $0x80 are 2 bytes */
+			r->rax = r->orig_rax;
+			return 1;
+		}
+	}
+	return 0;
+}
 
 /* Wait status of a PTRACE_EVENT_STOP (interrupt or group-stop). */
 static int
@@ -29,7 +95,7 @@ ptrace_is_event_stop(int status)
 static void
 ptrace_gone(struct ptrace_thread *t, char **cause)
 {
-	inject_cause(cause, "pid %d exited during injection", (int)t->pid);
+	cause_set(cause, "pid %d exited during injection", (int)t->pid);
 	t->seized = 0;
 	t->stopped = 0;
 }
@@ -51,8 +117,9 @@ ptrace_nap(long us)
 static int
 ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status, char **cause)
 {
-	double deadline = inject_now_ms() + timeout_ms;
-	long nap = 10;
+	double deadline = ptrace_now_ms() + timeout_ms;
+	long nap = 20;
+	int spins = 0;
 	pid_t r;
 
 	for (;;) {
@@ -70,8 +137,13 @@ ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status, char **cause)
 			ptrace_gone(t, cause);
 			return -1;
 		}
-		if (inject_now_ms() > deadline)
+		if (ptrace_now_ms() > deadline)
 			return PTRACE_WAIT_TIMEOUT;
+		/* Most stops come within microseconds: yield before napping. */
+		if (spins++ < PTRACE_SPINS) {
+			sched_yield();
+			continue;
+		}
 		ptrace_nap(nap);
 		if (nap < 1000)
 			nap *= 2;
@@ -90,14 +162,49 @@ ptrace_fail(struct ptrace_thread *t, const char *what, char **cause)
 	if (saved == ESRCH && kill(t->pid, 0) < 0)
 		ptrace_gone(t, cause);
 	else if (saved == ESRCH)
-		inject_cause(cause,
-		    "pid %d: thread %d vanished during injection", (int)t->pid,
-		    (int)t->tid);
+		cause_set(cause, "pid %d: thread %d vanished during injection",
+		    (int)t->pid, (int)t->tid);
 	else
-		inject_cause(cause, "pid %d: %s failed: %s", (int)t->pid, what,
+		cause_set(cause, "pid %d: %s failed: %s", (int)t->pid, what,
 		    strerror(saved));
 	errno = saved;
 	return -1;
+}
+
+/*
+ * Whether si is the trap of a single step we asked for (from the debug
+ * exception, or queued at the exit of a syscall stepped over): never the
+ * application's to see.
+ */
+static int
+ptrace_is_step_trap(const struct ptrace_thread *t, const siginfo_t *si)
+{
+	return t->stepped && si->si_signo == SIGTRAP &&
+	    (si->si_code == TRAP_BRKPT || si->si_code == TRAP_TRACE);
+}
+
+/*
+ * Whether thread t has a SIGTRAP queued: a step over a syscall queues one
+ * at the syscall's exit, also when a stop interrupted the call.
+ */
+static int
+ptrace_trap_pending(const struct ptrace_thread *t)
+{
+	char fn[64], line[256];
+	unsigned long long mask = 0;
+	FILE *f;
+
+	snprintf(
+	    fn, sizeof fn, "/proc/%d/task/%d/status", (int)t->pid, (int)t->tid);
+	f = fopen(fn, "re");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (strncmp(line, "SigPnd:", 7) == 0)
+			mask = strtoull(line + 7, NULL, 16);
+	}
+	fclose(f);
+	return (mask & (1ULL << (SIGTRAP - 1))) != 0;
 }
 
 /* Remember a signal that arrived while the thread runs our call. */
@@ -126,6 +233,21 @@ ptrace_defer(struct ptrace_thread *t, const siginfo_t *si)
 }
 
 /*
+ * Read the registers of the stopped thread into t->regs, restarting a call
+ * our stop ended with EINTR. Returns 0 or -1.
+ */
+static int
+ptrace_read_regs(struct ptrace_thread *t, char **cause)
+{
+	if (ptrace(PTRACE_GETREGS, t->tid, NULL, &t->regs) < 0)
+		return ptrace_fail(t, "PTRACE_GETREGS", cause);
+	if (ptrace_syscall_restart(&t->regs) &&
+	    ptrace(PTRACE_SETREGS, t->tid, NULL, &t->regs) < 0)
+		return ptrace_fail(t, "PTRACE_SETREGS", cause);
+	return 0;
+}
+
+/*
  * Seize thread tid of pid without stopping it. Returns 0, or -1 with the
  * errno of PTRACE_SEIZE kept and *cause set.
  */
@@ -146,15 +268,15 @@ ptrace_seize(
 	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0) {
 		saved = errno;
 		if (saved == EPERM)
-			inject_cause(cause,
+			cause_set(cause,
 			    "cannot attach to pid %d: operation not permitted "
 			    "(try as root, grant CAP_SYS_PTRACE, or set "
 			    "kernel.yama.ptrace_scope=0)",
 			    (int)pid);
 		else if (saved == ESRCH)
-			inject_cause(cause, "no such process: %d", (int)pid);
+			cause_set(cause, "no such process: %d", (int)pid);
 		else
-			inject_cause(cause, "cannot attach to pid %d: %s",
+			cause_set(cause, "cannot attach to pid %d: %s",
 			    (int)pid, strerror(saved));
 		errno = saved;
 		return -1;
@@ -179,7 +301,7 @@ ptrace_stop(struct ptrace_thread *t, int timeout_ms, char **cause)
 	for (;;) {
 		r = ptrace_wait(t, timeout_ms, &status, cause);
 		if (r == PTRACE_WAIT_TIMEOUT) {
-			inject_cause(cause,
+			cause_set(cause,
 			    "pid %d: thread %d did not stop within %d ms (in "
 			    "uninterruptible sleep?)",
 			    (int)t->pid, (int)t->tid, timeout_ms);
@@ -194,15 +316,15 @@ ptrace_stop(struct ptrace_thread *t, int timeout_ms, char **cause)
 		if (ptrace(PTRACE_GETSIGINFO, t->tid, NULL, &si) < 0)
 			return ptrace_fail(t, "PTRACE_GETSIGINFO", cause);
 		if (ptrace(PTRACE_CONT, t->tid, NULL,
-			(void *)(long)WSTOPSIG(status)) < 0)
+			ptrace_is_step_trap(t, &si)
+			    ? NULL
+			    : (void *)(long)WSTOPSIG(status)) < 0)
 			return ptrace_fail(t, "PTRACE_CONT", cause);
 	}
 	t->stopped = 1;
 	t->in_signal_stop = 0;
-	t->stop_since_ms = inject_now_ms();
-	if (ptrace(PTRACE_GETREGS, t->tid, NULL, &t->regs) < 0)
-		return ptrace_fail(t, "PTRACE_GETREGS", cause);
-	return 0;
+	t->stop_since_ms = ptrace_now_ms();
+	return ptrace_read_regs(t, cause);
 }
 
 /* Let the stopped thread run again. Returns 0 or -1. */
@@ -212,7 +334,7 @@ ptrace_resume(struct ptrace_thread *t, char **cause)
 	if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
 		return ptrace_fail(t, "PTRACE_CONT", cause);
 	t->stopped = 0;
-	t->stopped_ms += inject_now_ms() - t->stop_since_ms;
+	t->stopped_ms += ptrace_now_ms() - t->stop_since_ms;
 	return 0;
 }
 
@@ -225,7 +347,7 @@ ptrace_save(struct ptrace_thread *t, char **cause)
 	free(t->xstate);
 	t->xstate = malloc(PTRACE_XSTATE_MAX);
 	if (t->xstate == NULL) {
-		inject_cause(cause, "pid %d: out of memory", (int)t->pid);
+		cause_set(cause, "pid %d: out of memory", (int)t->pid);
 		return -1;
 	}
 	iov.iov_base = t->xstate;
@@ -287,7 +409,7 @@ ptrace_reclaim(struct ptrace_thread *t, char **cause)
 	for (;;) {
 		r = ptrace_wait(t, 1000, &status, cause);
 		if (r == PTRACE_WAIT_TIMEOUT) {
-			inject_cause(cause, "pid %d: thread %d did not stop",
+			cause_set(cause, "pid %d: thread %d did not stop",
 			    (int)t->pid, (int)t->tid);
 			return -1;
 		}
@@ -303,6 +425,100 @@ ptrace_reclaim(struct ptrace_thread *t, char **cause)
 			ptrace_defer(t, &si);
 		t->in_signal_stop = 1;
 		return 0;
+	}
+}
+
+/*
+ * After a step was interrupted inside a syscall, take the trap the step
+ * queued at the syscall's exit: continue the thread from its interrupt
+ * stop into the signal-delivery-stop of that trap (it runs no code of its
+ * own in between) and stay there, so the trap is never delivered. Returns
+ * 0 or -1.
+ */
+static int
+ptrace_drain_trap(struct ptrace_thread *t, char **cause)
+{
+	siginfo_t si;
+	int status, r;
+
+	while (ptrace_trap_pending(t)) {
+		if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
+			return ptrace_fail(t, "PTRACE_CONT", cause);
+		r = ptrace_wait(t, 1000, &status, cause);
+		if (r == PTRACE_WAIT_TIMEOUT)
+			return ptrace_reclaim(t, cause);
+		if (r < 0)
+			return -1;
+		t->in_signal_stop = !ptrace_is_event_stop(status);
+		if (!t->in_signal_stop)
+			continue;
+		if (ptrace(PTRACE_GETSIGINFO, t->tid, NULL, &si) < 0)
+			return ptrace_fail(t, "PTRACE_GETSIGINFO", cause);
+		if (ptrace_is_step_trap(t, &si))
+			return 0;
+		if (!ptrace_is_fault(&si))
+			ptrace_defer(t, &si);
+	}
+	return 0;
+}
+
+/*
+ * Let the stopped thread run one instruction and stop again, with t->regs
+ * read afresh. Signals that arrive meanwhile are deferred for detach, a
+ * group-stop is stepped through. Returns 0; PTRACE_WAIT_TIMEOUT when the
+ * instruction did not finish within timeout_ms (it entered a blocking
+ * syscall) and the thread was interrupted there instead; PTRACE_STEP_SIGNAL
+ * when the instruction faulted (the thread is left before it: resuming it
+ * faults again, delivering the signal); -1 with *cause set.
+ */
+int
+ptrace_step(struct ptrace_thread *t, int timeout_ms, char **cause)
+{
+	double deadline = ptrace_now_ms() + timeout_ms;
+	siginfo_t si;
+	int status, w, left;
+
+	if (ptrace(PTRACE_SINGLESTEP, t->tid, NULL, NULL) < 0)
+		return ptrace_fail(t, "PTRACE_SINGLESTEP", cause);
+	t->stopped = 0;
+	t->stepped = 1;
+	for (;;) {
+		left = (int)(deadline - ptrace_now_ms());
+		w = ptrace_wait(t, left > 0 ? left : 0, &status, cause);
+		if (w == PTRACE_WAIT_TIMEOUT) {
+			if (ptrace_reclaim(t, cause) < 0 ||
+			    ptrace_drain_trap(t, cause) < 0)
+				return -1;
+			t->stopped = 1;
+			if (ptrace_read_regs(t, cause) < 0)
+				return -1;
+			return PTRACE_WAIT_TIMEOUT;
+		}
+		if (w < 0)
+			return -1;
+		if (ptrace_is_event_stop(status)) {
+			if (ptrace(PTRACE_SINGLESTEP, t->tid, NULL, NULL) < 0)
+				return ptrace_fail(
+				    t, "PTRACE_SINGLESTEP", cause);
+			continue;
+		}
+		if (ptrace(PTRACE_GETSIGINFO, t->tid, NULL, &si) < 0)
+			return ptrace_fail(t, "PTRACE_GETSIGINFO", cause);
+		if (si.si_signo == SIGTRAP && si.si_code > 0) {
+			t->stopped = 1;
+			t->in_signal_stop = 1;
+			if (ptrace(PTRACE_GETREGS, t->tid, NULL, &t->regs) < 0)
+				return ptrace_fail(t, "PTRACE_GETREGS", cause);
+			return 0;
+		}
+		if (ptrace_is_fault(&si)) {
+			t->stopped = 1;
+			t->in_signal_stop = 1;
+			return PTRACE_STEP_SIGNAL;
+		}
+		ptrace_defer(t, &si);
+		if (ptrace(PTRACE_SINGLESTEP, t->tid, NULL, NULL) < 0)
+			return ptrace_fail(t, "PTRACE_SINGLESTEP", cause);
 	}
 }
 
@@ -328,7 +544,7 @@ ptrace_call(struct ptrace_thread *t, uint64_t func, const uint64_t *args,
 	sp &= ~(uint64_t)15;
 	sp -= 8;
 	if (ptrace_mem_write(t->memfd, sp, &retaddr, sizeof retaddr) < 0) {
-		inject_cause(cause, "pid %d: cannot write to its stack: %s",
+		cause_set(cause, "pid %d: cannot write to its stack: %s",
 		    (int)t->pid, strerror(errno));
 		return -1;
 	}
@@ -346,16 +562,16 @@ ptrace_call(struct ptrace_thread *t, uint64_t func, const uint64_t *args,
 	if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
 		return ptrace_fail(t, "PTRACE_CONT", cause);
 	t->stopped = 0;
-	deadline = inject_now_ms() + timeout_ms;
+	deadline = ptrace_now_ms() + timeout_ms;
 	for (;;) {
-		int left = (int)(deadline - inject_now_ms());
+		int left = (int)(deadline - ptrace_now_ms());
 
 		w = ptrace_wait(t, left > 0 ? left : 0, &status, cause);
 		if (w == PTRACE_WAIT_TIMEOUT) {
 			if (ptrace_reclaim(t, cause) < 0)
 				return -1;
 			t->stopped = 1;
-			inject_cause(cause,
+			cause_set(cause,
 			    "pid %d: the call into the target did not return "
 			    "within %d ms; abandoned it and restored the "
 			    "thread "
@@ -386,14 +602,15 @@ ptrace_call(struct ptrace_thread *t, uint64_t func, const uint64_t *args,
 		if (ptrace_is_fault(&si)) {
 			t->stopped = 1;
 			t->in_signal_stop = 1;
-			inject_cause(cause,
+			cause_set(cause,
 			    "pid %d: the call into the target faulted with %s "
 			    "at 0x%llx; restored the thread",
 			    (int)t->pid, strsignal(si.si_signo),
 			    (unsigned long long)r.rip);
 			return -1;
 		}
-		ptrace_defer(t, &si);
+		if (!ptrace_is_step_trap(t, &si))
+			ptrace_defer(t, &si);
 		if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
 			return ptrace_fail(t, "PTRACE_CONT", cause);
 	}
@@ -413,8 +630,11 @@ ptrace_detach(struct ptrace_thread *t)
 
 	if (!t->seized)
 		goto out;
+	/* A step trap left queued would kill the thread once we are gone. */
+	if (t->stepped && t->stopped && ptrace_drain_trap(t, NULL) < 0)
+		goto out;
 	if (t->stopped)
-		t->stopped_ms += inject_now_ms() - t->stop_since_ms;
+		t->stopped_ms += ptrace_now_ms() - t->stop_since_ms;
 	if (t->ndeferred > 0 && t->in_signal_stop &&
 	    ptrace(PTRACE_SETSIGINFO, t->tid, NULL, &t->deferred[0]) == 0) {
 		sig = t->deferred[0].si_signo;

@@ -67,19 +67,19 @@ safety_is_waiting(long nr)
  * is a libc lock (malloc arena, stdio list, loader lock).
  */
 static int
-safety_in_libc_data(const struct inject_maps *maps, uint64_t addr)
+safety_in_libc_data(const struct maps *maps, uint64_t addr)
 {
-	const struct inject_map *m;
+	const struct maps_entry *m;
 	size_t i;
 
 	for (i = 0; i < maps->n; i++) {
 		m = &maps->v[i];
 		if (addr < m->start || addr >= m->end)
 			continue;
-		if (m->kind != INJECT_MAP_OTHER)
+		if (m->kind != MAPS_OTHER)
 			return 1;
 		if (m->path[0] == '\0' && i > 0 &&
-		    maps->v[i - 1].kind != INJECT_MAP_OTHER &&
+		    maps->v[i - 1].kind != MAPS_OTHER &&
 		    maps->v[i - 1].end == m->start)
 			return 1;
 		return 0;
@@ -87,43 +87,103 @@ safety_in_libc_data(const struct inject_maps *maps, uint64_t addr)
 	return 0;
 }
 
-/*
- * Decide whether the stopped thread t may call dlopen: not inside the
- * dynamic loader, and not inside libc unless it sits in a waiting syscall
- * (a futex only when it is not on a libc lock). Returns 1 when safe, 0 with
- * *why set to a static reason when not.
- */
-int
-safety_check(const struct ptrace_thread *t, const struct inject_maps *maps,
-    const char **why)
+/* Whether the two bytes at addr are a syscall instruction. */
+static int
+safety_is_syscall_insn(int memfd, uint64_t addr)
 {
-	const struct inject_map *m;
 	unsigned char insn[2];
-	long nr = (long)t->regs.orig_rax;
+
+	return addr != 0 && ptrace_mem_read(memfd, addr, insn, 2) == 0 &&
+	    insn[0] == 0x0f && insn[1] == 0x05;
+}
+
+/*
+ * Say where the thread stopped with registers r is: outside libc and the
+ * loader; in, at the exit of, or at the instruction of a waiting syscall
+ * (a futex only when it is not on a libc lock); waiting for a libc lock;
+ * or running libc or loader code, which may hold a lock. *why gets a
+ * static reason when the answer is not safe, *what names the object the
+ * thread is in ("libc", "the dynamic loader").
+ */
+enum safety_verdict
+safety_check(const struct user_regs_struct *r, int memfd,
+    const struct maps *maps, const char **why, const char **what)
+{
+	const struct maps_entry *m;
+	long nr = -1;
 
 	/* Code mapped after the snapshot is neither libc nor the loader. */
-	m = inject_maps_find(maps, t->regs.rip);
-	if (m == NULL || m->kind == INJECT_MAP_OTHER)
-		return 1;
-	if (m->kind == INJECT_MAP_LDSO) {
+	m = maps_find(maps, r->rip);
+	*what = "libc";
+	if (m == NULL || m->kind == MAPS_OTHER)
+		return SAFETY_OUTSIDE;
+	if (m->kind == MAPS_LDSO) {
+		*what = "the dynamic loader";
 		*why = "the thread is inside the dynamic loader";
-		return 0;
+		return SAFETY_INSIDE;
 	}
-	if (nr < 0 || t->regs.rip < 2 ||
-	    ptrace_mem_read(t->memfd, t->regs.rip - 2, insn, 2) < 0 ||
-	    insn[0] != 0x0f || insn[1] != 0x05) {
+	if ((long)r->orig_rax >= 0 && r->rip >= 2 &&
+	    safety_is_syscall_insn(memfd, r->rip - 2))
+		nr = (long)r->orig_rax; /* in the call or at its exit */
+	else if (safety_is_syscall_insn(memfd, r->rip))
+		nr = (long)r->rax; /* about to make the call */
+	if (nr < 0) {
 		*why = "the thread is inside libc";
-		return 0;
+		return SAFETY_INSIDE;
 	}
 	if (!safety_is_waiting(nr)) {
 		*why =
 		    "the thread is inside a libc syscall that may hold a lock";
-		return 0;
+		return SAFETY_INSIDE;
 	}
 	if ((nr == SYS_futex || nr == SYS_restart_syscall) &&
-	    safety_in_libc_data(maps, t->regs.rdi)) {
+	    safety_in_libc_data(maps, r->rdi)) {
 		*why = "the thread waits for a libc lock";
-		return 0;
+		return SAFETY_LOCK_WAIT;
 	}
-	return 1;
+	return SAFETY_WAITING;
+}
+
+/*
+ * Move the stopped thread t out of libc and the loader: single-step it
+ * until its pc is outside both or at a waiting syscall, at most max_steps
+ * instructions and max_ms. An instruction that blocks (a syscall) is
+ * interrupted after the rest of max_ms and judged where it stopped. Fills
+ * res (verdict, steps, why). Returns 0 with the thread stopped, whatever
+ * the verdict, or -1 with *cause set.
+ */
+int
+safety_step_out(struct ptrace_thread *t, const struct maps *maps, int max_steps,
+    int max_ms, struct safety_result *res, char **cause)
+{
+	double deadline = ptrace_now_ms() + max_ms;
+	const char *what;
+	int rc, left;
+
+	res->steps = 0;
+	res->timed_out = 0;
+	res->verdict =
+	    safety_check(&t->regs, t->memfd, maps, &res->why, &res->what);
+	while (res->verdict == SAFETY_INSIDE) {
+		left = (int)(deadline - ptrace_now_ms());
+		if (res->steps >= max_steps || left <= 0) {
+			res->timed_out = 1;
+			return 0;
+		}
+		rc = ptrace_step(t, left, cause);
+		if (rc == -1)
+			return -1;
+		if (rc == PTRACE_STEP_SIGNAL) {
+			res->why = "the thread faulted inside libc";
+			return 0;
+		}
+		res->steps++;
+		res->verdict =
+		    safety_check(&t->regs, t->memfd, maps, &res->why, &what);
+		if (rc == PTRACE_WAIT_TIMEOUT) {
+			res->timed_out = 1;
+			return 0;
+		}
+	}
+	return 0;
 }

@@ -215,6 +215,47 @@ cmd_inject_wait(struct cmd_ctx *ctx, const struct endpoint *ep)
 	return NULL;
 }
 
+/*
+ * Refuses a process that already maps an agent that does not answer: a
+ * forked child inherits its parent's agent but none of its threads, and
+ * loading the agent again would do nothing. Returns 0 or -1 with *cause.
+ */
+static int
+cmd_inject_inherited(pid_t pid, char **cause)
+{
+	char path[PATH_MAX], status[64], line[128], other[PATH_MAX];
+	long ppid = 0;
+	FILE *f;
+
+	if (injector_maps_file(pid, "libprobing-", path, sizeof path) != 1)
+		return 0;
+	snprintf(status, sizeof status, "/proc/%d/status", (int)pid);
+	f = fopen(status, "re");
+	while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+		if (strncmp(line, "PPid:", 5) == 0)
+			ppid = strtol(line + 5, NULL, 10);
+	}
+	if (f != NULL)
+		fclose(f);
+	if (ppid > 1 &&
+	    injector_maps_file(
+		(pid_t)ppid, "libprobing-", other, sizeof other) == 1 &&
+	    strcmp(path, other) == 0) {
+		cause_set(cause,
+		    "pid %d is a fork of pid %ld and inherited its agent, "
+		    "which "
+		    "does not run in a forked child: probe pid %ld, or start "
+		    "the child's program with PROBING=1",
+		    (int)pid, ppid, ppid);
+		return -1;
+	}
+	cause_set(cause,
+	    "pid %d already has the agent loaded (%s) but it does not "
+	    "answer; see /tmp/probing-%d.log",
+	    (int)pid, path, (int)pid);
+	return -1;
+}
+
 static int
 cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
     int ndefs, int verbose)
@@ -225,11 +266,18 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 	int major, minor;
 	json_t *h;
 
+	/* A stopped job answers nothing and runs nothing: say so at once. */
+	if (injector_check_stopped(ep->pid, &cause) != 0) {
+		cmd_fail(cause);
+		free(cause);
+		return 1;
+	}
 	if (client_probe_pid(ep->pid)) {
 		printf("probing: pid %d already probed\n", (int)ep->pid);
 		return cmd_inject_apply(ctx, ep, defs, ndefs);
 	}
-	if (injector_python_version(
+	if (cmd_inject_inherited(ep->pid, &cause) != 0 ||
+	    injector_python_version(
 		ep->pid, &major, &minor, full, sizeof full, &cause) != 0 ||
 	    cmd_inject_agent_path(major, minor, agent, sizeof agent, &cause) !=
 		0 ||
@@ -255,8 +303,10 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 	if (verbose)
 		fprintf(stderr,
 		    "probing: pid %d was stopped %.2f ms in all; %d "
-		    "attempt(s) to find a safe point; the call took %.2f ms\n",
-		    (int)ep->pid, st.stopped_ms, st.attempts, st.total_ms);
+		    "attempt(s) to find a safe point; the call took %.2f ms\n"
+		    "probing: %s; errno %s\n",
+		    (int)ep->pid, st.stopped_ms, st.attempts, st.total_ms,
+		    st.how, st.errno_kept ? "kept" : "not saved");
 	json_decref(h);
 	return 0;
 }

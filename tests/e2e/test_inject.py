@@ -324,3 +324,105 @@ def test_target_in_another_mount_namespace(spawn, tmp_path):
     assert r.returncode == 0, r.stderr
     assert probing("-t", pid, "eval", "os.getpid()").stdout == "%d\n" % pid
     os.kill(pid, signal.SIGKILL)
+
+
+ERRNO_SPIN = """
+import ctypes, os, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.errno_spin.argtypes = [ctypes.c_double]
+print("ready", os.getpid(), flush=True)
+while True:
+    print("errno", lib.errno_spin(0.5), flush=True)
+"""
+
+
+def test_inject_keeps_errno_of_the_hijacked_thread(spawn, tmp_path):
+    # The C function clears errno, spins and returns errno: the agent's
+    # work on the hijacked thread (a missing init file...) must not show.
+    s = tmp_path / "errno.py"
+    s.write_text(ERRNO_SPIN)
+    p = spawn(None, probing=None, wait=False, argv=[PY, str(s), os.path.join(BUILD, "errno-spin.so")])
+    p.wait_out("ready")
+    r = assert_injected(p, "-v")
+    seen = p.out().count("errno")
+    wait_for(lambda: p.out().count("errno") >= seen + 2, 10, "two more spins")
+    values = [l.split()[1] for l in p.out().splitlines() if l.startswith("errno")]
+    assert set(values) == {"0"}, values
+    assert "errno kept" in r.stderr, r.stderr
+
+
+HOG = "while True: pass\n"
+
+SYSCALL_LOOP = """
+import os, sys
+d = sys.argv[1]
+print("ready", os.getpid(), flush=True)
+while True:
+    os.%s(d)
+"""
+
+
+@pytest.mark.parametrize("call", ["listdir", "stat"])
+def test_inject_into_busy_syscall_loops_under_load(spawn, tmp_path, call):
+    # Stops land inside libc's wrappers far more often than chance; each
+    # injection steps the thread out and none is refused or harmed.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    s = tmp_path / "loop.py"
+    s.write_text(SYSCALL_LOOP % call)
+    hogs = [spawn(None, probing=None, wait=False, argv=[PY, "-c", HOG]) for _ in range(2)]
+    ways = []
+    for _ in range(5):  # fresh targets: the agent loads once per process
+        p = spawn(None, probing=None, wait=False, argv=[PY, str(s), str(empty)])
+        p.wait_out("ready")
+        r = inject(p.pid, "-v")
+        assert r.returncode == 0, r.stderr
+        m = re.search(r"^probing: (thread \d+: [^;]+); errno kept$", r.stderr, re.M)
+        assert m, r.stderr
+        ways.append(m.group(1))
+        assert probing("-t", p.pid, "eval", "1").stdout == "1\n"
+        assert p.alive() and p.err() == "", p.err()
+        p.kill()
+    assert all(h.alive() for h in hogs)
+    print(ways)
+
+
+def test_inject_into_a_stopped_job_says_so(spawn):
+    p = spawn("idle.py", probing=None, wait=False)
+    p.wait_out("ready")
+    os.kill(p.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: open("/proc/%d/stat" % p.pid).read().rsplit(")", 1)[1].split()[0] == "T",
+                 10, "stopped")
+        r = inject(p.pid)
+        assert r.returncode == 1 and r.stdout == ""
+        assert r.stderr == "probing: pid %d is stopped (state T): resume it with kill -CONT %d first\n" % (
+            p.pid, p.pid)
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+    assert_injected(p)
+
+
+FORKER = """
+import os, time
+pid = os.fork()
+if pid == 0:
+    while True:
+        time.sleep(0.05)
+print("child", pid, flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_inject_into_a_forked_child_of_a_probed_parent_says_so(spawn, tmp_path):
+    s = tmp_path / "forker.py"
+    s.write_text(FORKER)
+    p = spawn(str(s))
+    p.wait_out("child")
+    child = int(p.out().split("child")[1].split()[0])
+    r = inject(child)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert ("pid %d is a fork of pid %d and inherited its agent, which does not run in a "
+            "forked child" % (child, p.pid)) in r.stderr, r.stderr
+    os.kill(child, signal.SIGKILL)

@@ -13,7 +13,8 @@ static void inj_payload_init(void) __attribute__((constructor));
  * Append "loaded PID\n" to $INJ_PAYLOAD_OUT (default /tmp/inj-payload-PID).
  * $INJ_PAYLOAD_SLEEP_MS makes the constructor sleep first and
  * $INJ_PAYLOAD_EXIT makes it end the process with _exit(3), to test the
- * injector's watchdog and exit handling.
+ * injector's watchdog and exit handling. It changes errno on the way, as
+ * the agent's fopen of a missing init file does, for the injector to undo.
  */
 static void
 inj_payload_init(void)
@@ -31,6 +32,8 @@ inj_payload_init(void)
 	}
 	if (getenv("INJ_PAYLOAD_EXIT") != NULL)
 		_exit(3);
+	if (access("/proc/self/inj-payload-missing", F_OK) == 0)
+		return;
 	if (out == NULL) {
 		snprintf(fn, sizeof fn, "/tmp/inj-payload-%d", (int)getpid());
 		out = fn;
