@@ -134,6 +134,8 @@ void backtrace_free(struct backtrace *);
 
 /* bt-python.c: Python frames read through process_vm_readv on our own
  * pid (a bad pointer is an error, never a crash); no GIL needed. */
+struct bth_layout;
+struct bth_pyframe;
 #define BT_PYRAW_ENTRY     1 /* the first frame its C eval call ran */
 #define BT_PYRAW_GENERATOR 2
 struct bt_pyraw { /* one frame as copied while its thread was held */
@@ -151,29 +153,37 @@ struct bt_py *bt_py_new(void);
 void bt_py_free(struct bt_py *);
 /* Indexes every interpreter's thread states by native thread id. */
 void bt_py_index(struct bt_py *);
+/* The indexed thread state of thread tid, or 0. */
+uintptr_t bt_py_tstate(struct bt_py *, long tid);
 /* Copies thread tid's frames into raw (at most max, innermost first)
- * without allocating or locking, so that tid may be held stopped; returns
- * the count, or -1 when tid runs no Python. */
+ * without allocating or locking; returns the count, or -1 when tid runs
+ * no Python. */
 int bt_py_snap(struct bt_py *, long tid, struct bt_pyraw *raw, int max);
+/* Where this CPython keeps a thread's frames, for the helper. */
+void bt_py_layout(struct bth_layout *);
+/* Turns n frames the helper copied into raw ones; returns the count. */
+int bt_py_from_helper(
+    const struct bth_pyframe *, int n, struct bt_pyraw *raw, int max);
 /* Decodes n raw frames into out; returns how many are kept. */
 int bt_py_decode(
     struct bt_py *, const struct bt_pyraw *raw, int n, struct bt_pyframe *out);
 
-/* bt-native.c: native stacks from the unwinding helper process. */
+/* bt-native.c: each thread held in turn by the unwinding helper, which
+ * unwinds its native stack and copies its Python frames in that stop. */
 #define BT_NATIVE_MAX 128
-struct bt_native {                    /* one thread's */
+struct bt_native { /* one thread's; py is malloc'd (bt_native_free) */
 	uintptr_t ips[BT_NATIVE_MAX]; /* innermost first */
 	int nips;                     /* -1: none, note says why */
 	char note[160];
 	double stop_us; /* how long the thread was held; < 0: it was not */
+	struct bth_pyframe *py; /* copied while held; NULL: not copied */
+	int npy;
 };
-/* Called on the capturing thread for thread i, while it is held stopped
- * when stopped is set; it must not allocate, lock or log. */
-typedef void (*bt_native_fn)(void *arg, int i, int stopped);
-/* Holds each of the n threads in turn, calls fn for each (stopped or
- * not) and fills out[i]. One capture at a time. */
-void bt_native_capture(
-    const long *tids, int n, bt_native_fn fn, void *arg, struct bt_native *out);
+/* Fills out[i] for thread tids[i] (Python thread state tstates[i] or 0).
+ * One capture at a time; runs on a request thread. */
+void bt_native_capture(const long *tids, const uintptr_t *tstates, int n,
+    const struct bth_layout *, struct bt_native *out);
+void bt_native_free(struct bt_native *out, int n);
 /* Fork child: forgets the parent's helper. */
 void bt_native_after_fork(void);
 

@@ -4,13 +4,13 @@
  * How a capture works (backtrace_capture, on a request thread):
  * 1. List /proc/self/task (the agent's own "probing-*" threads are left
  *    out) and read each thread's state before anything disturbs it.
- * 2. Index the interpreter's thread states, then hold each thread in turn
- *    through the unwinding helper (bt-native.c: ptrace from another
- *    process, no signal, interrupted calls restarted) and, while it is
- *    held, copy its Python frame chain (bt-python.c, allocation-free); the
- *    helper unwinds its native stack meanwhile. Both halves describe the
- *    same moment of that thread, and no GIL is needed: the other threads
- *    run on meanwhile.
+ * 2. Index the interpreter's thread states, then have the unwinding helper
+ *    (bt-native.c: ptrace from another process, no signal, interrupted
+ *    calls restarted) hold each thread in turn; in that one stop it unwinds
+ *    the native stack and copies the Python frame chain from where
+ *    bt-python.c says CPython keeps it. Both halves describe the same
+ *    moment of that thread, and no GIL is needed: the other threads run on
+ *    meanwhile. A thread it cannot hold is read as it is.
  * 3. Try the GIL for a short while on a py worker, for the threading names
  *    (remembered for when it cannot be had: its holder is then stuck
  *    outside Python, in a C call that kept it, ...).
@@ -38,6 +38,7 @@
 #include <internal/pycore_interp.h>
 
 #include "agent.h"
+#include "bt-helper.h"
 #include "log.h"
 
 #define BT_THREADS_MAX 4096 /* threads one capture looks at */
@@ -69,6 +70,7 @@ struct bt_work {
 	int gil_held; /* the walk runs under the GIL */
 	struct bt_py *reader;
 	long *tids;
+	uintptr_t *tstates;
 	struct bt_pyraw **raw; /* per thread, BT_PY_MAX each */
 	int *nraw;             /* -1: not a Python thread */
 	struct bt_native *nat; /* per thread when native */
@@ -127,30 +129,31 @@ out:
 	Py_XDECREF(active);
 }
 
-/* Thread i is held (or could not be): copy its Python frames. */
-static void
-bt_snap_one(void *arg, int i, int stopped)
-{
-	struct bt_work *w = arg;
-
-	(void)stopped;
-	w->nraw[i] = bt_py_snap(w->reader, w->tids[i], w->raw[i], BT_PY_MAX);
-}
-
-/* The part that wants a still process: every thread's frames. */
+/* The part that wants a still process: every thread's frames, each
+ * thread held while its own are copied (native), or under the GIL. */
 static void
 bt_still_part(struct bt_work *w)
 {
-	int i;
+	struct bth_layout layout;
+	const struct bt_native *nat;
+	int i, n = w->bt->nthreads;
 
 	bt_py_index(w->reader);
 	if (w->native) {
-		bt_native_capture(
-		    w->tids, w->bt->nthreads, bt_snap_one, w, w->nat);
-		return;
+		for (i = 0; i < n; i++)
+			w->tstates[i] = bt_py_tstate(w->reader, w->tids[i]);
+		bt_py_layout(&layout);
+		bt_native_capture(w->tids, w->tstates, n, &layout, w->nat);
 	}
-	for (i = 0; i < w->bt->nthreads; i++)
-		bt_snap_one(w, i, 0);
+	for (i = 0; i < n; i++) {
+		nat = w->native ? &w->nat[i] : NULL;
+		if (nat != NULL && nat->py != NULL)
+			w->nraw[i] = bt_py_from_helper(
+			    nat->py, nat->npy, w->raw[i], BT_PY_MAX);
+		else /* not held: as it is now */
+			w->nraw[i] = bt_py_snap(
+			    w->reader, w->tids[i], w->raw[i], BT_PY_MAX);
+	}
 }
 
 /* Under the GIL: the frames (when no thread is held) and the names. */
@@ -537,7 +540,10 @@ bt_work_free(struct bt_work *w)
 			free(w->pyname[i]);
 	}
 	bt_py_free(w->reader);
+	if (w->nat != NULL)
+		bt_native_free(w->nat, w->bt->nthreads);
 	free(w->tids);
+	free(w->tstates);
 	free(w->raw);
 	free(w->nraw);
 	free(w->nat);
@@ -554,15 +560,16 @@ bt_work_alloc(struct bt_work *w)
 
 	w->reader = bt_py_new();
 	w->tids = calloc(n, sizeof *w->tids);
+	w->tstates = calloc(n, sizeof *w->tstates);
 	w->raw = calloc(n, sizeof *w->raw);
 	w->nraw = calloc(n, sizeof *w->nraw);
 	w->pyname = calloc(n, sizeof *w->pyname);
 	w->syms = calloc(BT_SYM_CACHE, sizeof *w->syms);
 	if (w->native)
 		w->nat = calloc(n, sizeof *w->nat);
-	if (w->reader == NULL || w->tids == NULL || w->raw == NULL ||
-	    w->nraw == NULL || w->pyname == NULL || w->syms == NULL ||
-	    (w->native && w->nat == NULL))
+	if (w->reader == NULL || w->tids == NULL || w->tstates == NULL ||
+	    w->raw == NULL || w->nraw == NULL || w->pyname == NULL ||
+	    w->syms == NULL || (w->native && w->nat == NULL))
 		return -1;
 	for (i = 0; i < w->bt->nthreads; i++) {
 		w->tids[i] = w->bt->threads[i].tid;

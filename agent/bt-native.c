@@ -46,6 +46,10 @@
 /* The embedded helper executable (Makefile: bt-helper-bin.o). */
 extern const unsigned char bt_helper_elf[], bt_helper_elf_end[];
 
+/* The last reply and the request being sent; guarded by btn.lock. */
+static unsigned char btn_in[BTH_REP_MAX] __attribute__((aligned(8)));
+static struct bth_capture btn_req;
+
 static struct {
 	pthread_mutex_t lock;
 	int fd;    /* our end of the socket; -1: no helper */
@@ -254,12 +258,14 @@ btn_stop(int kill_it)
 	btn.pid = 0;
 }
 
-/* Receives one reply within BTN_ANSWER_MS; 0, or -1 (the helper is then
- * let go of). */
-static int
-btn_recv(struct bth_rep *rep)
+/* Receives one reply (into btn_in) within BTN_ANSWER_MS; the header, or
+ * NULL (the helper is then let go of). */
+static const struct bth_rep *
+btn_recv(void)
 {
+	const struct bth_rep *rep = (const struct bth_rep *)(void *)btn_in;
 	struct pollfd pfd = { btn.fd, POLLIN, 0 };
+	size_t need;
 	ssize_t n;
 	int r;
 
@@ -269,29 +275,29 @@ btn_recv(struct bth_rep *rep)
 			continue;
 		if (r <= 0)
 			break;
-		n = recv(btn.fd, rep, sizeof *rep, 0);
+		n = recv(btn.fd, btn_in, sizeof btn_in, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < (ssize_t)offsetof(struct bth_rep, ips))
+		if (n < (ssize_t)sizeof *rep || rep->nips > BTH_NATIVE_MAX ||
+		    rep->npy > BTH_PY_MAX)
 			break;
-		rep->note[sizeof rep->note - 1] = '\0';
-		if (rep->nips > BTH_NATIVE_MAX ||
-		    (size_t)n < offsetof(struct bth_rep, ips) +
-			    sizeof rep->ips[0] *
-				(size_t)(rep->nips > 0 ? rep->nips : 0))
+		need = sizeof *rep +
+		    sizeof(uint64_t) * (size_t)(rep->nips > 0 ? rep->nips : 0) +
+		    sizeof(struct bth_pyframe) *
+			(size_t)(rep->npy > 0 ? rep->npy : 0);
+		if ((size_t)n != need)
 			break;
-		return 0;
+		btn_in[offsetof(struct bth_rep, note) + BTH_NOTE_MAX - 1] = 0;
+		return rep;
 	}
 	btn_stop(1);
-	return -1;
+	return NULL;
 }
 
 static int
-btn_send(int op, long tid)
+btn_send(const void *msg, size_t len)
 {
-	struct bth_req req = { op, (int32_t)tid };
-
-	if (send(btn.fd, &req, sizeof req, MSG_NOSIGNAL) == (ssize_t)sizeof req)
+	if (send(btn.fd, msg, len, MSG_NOSIGNAL) == (ssize_t)len)
 		return 0;
 	btn_stop(1);
 	return -1;
@@ -299,14 +305,15 @@ btn_send(int op, long tid)
 
 /* Makes sure a helper runs and has fresh mappings; 0, or -1 with *cause. */
 static int
-btn_ready(char **cause)
+btn_ready(const struct bth_layout *layout, char **cause)
 {
-	struct bth_rep rep;
+	struct bth_begin begin = { .op = BTH_BEGIN, .layout = *layout };
+	const struct bth_rep *rep;
 
 	if (btn.fd < 0 && btn_start(cause) != 0)
 		return -1;
-	if (btn_send(BTH_BEGIN, 0) != 0 || btn_recv(&rep) != 0 ||
-	    rep.kind != BTH_READY) {
+	if (btn_send(&begin, sizeof begin) != 0 || (rep = btn_recv()) == NULL ||
+	    rep->kind != BTH_READY) {
 		btn_stop(1);
 		cause_set(cause, "the unwinding helper did not answer");
 		return -1;
@@ -314,96 +321,111 @@ btn_ready(char **cause)
 	return 0;
 }
 
-/* One thread, whose BTH_STOP the helper has: fn while it is held, then
- * BTH_GO naming next (0: none). Fills *out; returns whether fn ran, and
- * sets *asked when the helper goes on with next by itself. */
-static int
-btn_thread(long next, bt_native_fn fn, void *arg, int i, struct bt_native *out,
-    int *asked)
+/* Copies the reply in btn_in into *out. */
+static void
+btn_take(const struct bth_rep *rep, struct bt_native *out)
 {
-	struct bth_rep rep;
-	int ran = 0, k;
+	const unsigned char *p = btn_in + sizeof *rep;
+	uint64_t ip;
+	int k;
 
-	*asked = 0;
-	if (btn_recv(&rep) != 0)
-		goto lost;
-	if (rep.kind == BTH_STOPPED) {
-		fn(arg, i, 1);
-		ran = 1;
-		if (btn_send(BTH_GO, next) != 0 || btn_recv(&rep) != 0)
-			goto lost;
-		*asked = next != 0;
+	snprintf(out->note, sizeof out->note, "%s", rep->note);
+	out->stop_us = rep->stop_us;
+	out->nips = rep->nips;
+	for (k = 0; k < rep->nips; k++) {
+		memcpy(&ip, p, sizeof ip);
+		out->ips[k] = (uintptr_t)ip;
+		p += sizeof ip;
 	}
-	if (rep.kind != BTH_RESULT) {
-		btn_stop(1);
-		goto lost;
+	if (rep->npy < 0)
+		return;
+	out->py = malloc(sizeof *out->py * (size_t)(rep->npy + 1));
+	if (out->py == NULL) {
+		snprintf(out->note, sizeof out->note, "out of memory");
+		return;
 	}
-	snprintf(out->note, sizeof out->note, "%s", rep.note);
-	out->stop_us = rep.stop_us;
-	out->nips = rep.nips;
-	for (k = 0; k < rep.nips; k++)
-		out->ips[k] = (uintptr_t)rep.ips[k];
-	if (rep.flags & BTH_F_EXITING)
-		btn_stop(0);
-	if (btn.fd < 0)
-		*asked = 0;
-	return ran;
-lost:
-	*asked = 0;
-	snprintf(out->note, sizeof out->note,
-	    "the unwinding helper stopped answering");
-	return ran;
+	memcpy(out->py, p, sizeof *out->py * (size_t)rep->npy);
+	out->npy = rep->npy;
+}
+
+/* Asks for threads [i, n) and takes the answers in order; returns where
+ * to go on with another helper when this one is gone (n when done): the
+ * thread it failed on is not tried again. */
+static int
+btn_capture_from(const long *tids, const uintptr_t *tstates, int i, int n,
+    struct bt_native *out)
+{
+	const struct bth_rep *rep;
+	int k, end = n - i > BTH_TARGETS_MAX ? i + BTH_TARGETS_MAX : n;
+
+	btn_req.op = BTH_CAPTURE;
+	btn_req.n = end - i;
+	for (k = i; k < end; k++) {
+		btn_req.t[k - i].tid = tids[k];
+		btn_req.t[k - i].tstate = tstates[k];
+	}
+	if (btn_send(&btn_req, offsetof(struct bth_capture, t[end - i])) != 0)
+		return i;
+	for (k = i; k < end; k++) {
+		rep = btn_recv();
+		if (rep == NULL || rep->kind != BTH_RESULT ||
+		    rep->tid != (int32_t)tids[k]) {
+			btn_stop(1);
+			snprintf(out[k].note, sizeof out[k].note,
+			    "the unwinding helper stopped answering");
+			return k + 1;
+		}
+		btn_take(rep, &out[k]);
+		if (rep->flags & BTH_F_EXITING) {
+			btn_stop(0);
+			return k + 1;
+		}
+	}
+	return end;
 }
 
 void
-bt_native_capture(
-    const long *tids, int n, bt_native_fn fn, void *arg, struct bt_native *out)
+bt_native_capture(const long *tids, const uintptr_t *tstates, int n,
+    const struct bth_layout *layout, struct bt_native *out)
 {
 	char *cause = NULL;
-	int i, respawns = 0, ready, asked = 0;
+	int i = 0, starts = 0, k;
 
 	pthread_mutex_lock(&btn.lock);
-	for (i = 0; i < n; i++) {
-		out[i].nips = -1;
-		out[i].note[0] = '\0';
-		out[i].stop_us = -1;
+	for (k = 0; k < n; k++) {
+		memset(&out[k], 0, sizeof out[k]);
+		out[k].nips = -1;
+		out[k].npy = -1;
+		out[k].stop_us = -1;
 	}
-	ready = btn_ready(&cause) == 0;
-	for (i = 0; i < n; i++) {
-		if (!ready && btn.fd < 0 && cause == NULL) {
-			if (respawns++ < BTN_RESPAWNS)
-				ready = btn_ready(&cause) == 0;
-			else
-				cause_set(&cause,
-				    "it exited %d times in one "
-				    "capture",
-				    BTN_RESPAWNS + 1);
+	while (i < n) {
+		if (starts++ > BTN_RESPAWNS) {
+			cause_set(&cause, "it stopped answering %d times",
+			    BTN_RESPAWNS + 1);
+			break;
 		}
-		if (!ready || btn.fd < 0) {
-			ready = 0;
+		if (btn_ready(layout, &cause) != 0)
+			break;
+		i = btn_capture_from(tids, tstates, i, n, out);
+	}
+	for (; i < n; i++)
+		if (out[i].note[0] == '\0')
 			snprintf(out[i].note, sizeof out[i].note,
 			    "cannot start the unwinding helper: %s",
 			    cause_str(cause));
-			fn(arg, i, 0);
-			continue;
-		}
-		if (!asked && btn_send(BTH_STOP, tids[i]) != 0) {
-			ready = 0;
-			snprintf(out[i].note, sizeof out[i].note,
-			    "the unwinding helper stopped answering");
-			fn(arg, i, 0);
-			continue;
-		}
-		if (!btn_thread(i + 1 < n ? tids[i + 1] : 0, fn, arg, i,
-			&out[i], &asked))
-			fn(arg, i, 0);
-		if (btn.fd < 0)
-			ready = 0; /* it exited: start another for the rest */
-	}
 	pthread_mutex_unlock(&btn.lock);
 	if (cause != NULL)
 		log_info("backtrace: %s", cause);
 	free(cause);
+}
+
+void
+bt_native_free(struct bt_native *out, int n)
+{
+	int i;
+
+	for (i = 0; out != NULL && i < n; i++)
+		free(out[i].py);
 }
 
 void

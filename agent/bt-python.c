@@ -25,6 +25,7 @@
 #endif
 
 #include "agent.h"
+#include "bt-helper.h"
 
 #define BT_STR_MAX    1024 /* characters of a name or file kept */
 #define BT_CODE_CACHE 512  /* code objects decoded once per capture */
@@ -484,6 +485,81 @@ bt_py_decode(
 		    ? bt_addr2line(c, raw[i].lasti * (int)sizeof(_Py_CODEUNIT))
 		    : 0;
 		out[k].entry = (raw[i].flags & BT_PYRAW_ENTRY) != 0;
+		k++;
+	}
+	return k;
+}
+
+uintptr_t
+bt_py_tstate(struct bt_py *r, long tid)
+{
+	int i;
+
+	for (i = 0; i < r->ntstates; i++)
+		if (r->tids[i] == tid)
+			return r->tstates[i];
+	return 0;
+}
+
+void
+bt_py_layout(struct bth_layout *l)
+{
+	memset(l, 0, sizeof *l);
+	l->ts_tid = (int32_t)offsetof(PyThreadState, native_thread_id);
+#if PY_VERSION_HEX >= 0x030D0000
+	l->ts_cframe = -1;
+	l->cframe_current = -1;
+	l->ts_current = (int32_t)offsetof(PyThreadState, current_frame);
+	l->f_code = (int32_t)offsetof(_PyInterpreterFrame, f_executable);
+	l->f_instr = (int32_t)offsetof(_PyInterpreterFrame, instr_ptr);
+#else
+	l->ts_cframe = (int32_t)offsetof(PyThreadState, cframe);
+	l->cframe_current = (int32_t)offsetof(_PyCFrame, current_frame);
+	l->ts_current = -1;
+	l->f_code = (int32_t)offsetof(_PyInterpreterFrame, f_code);
+	l->f_instr = (int32_t)offsetof(_PyInterpreterFrame, prev_instr);
+#endif
+	l->f_previous = (int32_t)offsetof(_PyInterpreterFrame, previous);
+	l->f_owner = (int32_t)offsetof(_PyInterpreterFrame, owner);
+#if PY_VERSION_HEX < 0x030C0000
+	l->f_is_entry = (int32_t)offsetof(_PyInterpreterFrame, is_entry);
+#else
+	l->f_is_entry = -1;
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+	l->code_mask = ~(uint64_t)7; /* a tagged reference */
+#else
+	l->code_mask = ~(uint64_t)0;
+#endif
+}
+
+int
+bt_py_from_helper(
+    const struct bth_pyframe *f, int n, struct bt_pyraw *raw, int max)
+{
+	uintptr_t code0;
+	int i, k = 0;
+
+	for (i = 0; i < n && k < max; i++) {
+#if PY_VERSION_HEX >= 0x030C0000
+		/* Owned by the C stack or the interpreter (3.14 renamed it):
+		 * the shim an eval call puts below its first frame. */
+		if (f[i].owner > FRAME_OWNED_BY_FRAME_OBJECT) {
+			if (k > 0)
+				raw[k - 1].flags |= BT_PYRAW_ENTRY;
+			continue;
+		}
+#endif
+		code0 = (uintptr_t)f[i].code +
+		    offsetof(PyCodeObject, co_code_adaptive);
+		raw[k].code = (uintptr_t)f[i].code;
+		raw[k].lasti = (int)(((intptr_t)f[i].instr - (intptr_t)code0) /
+		    (intptr_t)sizeof(_Py_CODEUNIT));
+		raw[k].flags = f[i].owner == FRAME_OWNED_BY_GENERATOR
+		    ? BT_PYRAW_GENERATOR
+		    : 0;
+		if (f[i].is_entry)
+			raw[k].flags |= BT_PYRAW_ENTRY;
 		k++;
 	}
 	return k;

@@ -4,11 +4,11 @@
  * job's pid as argv[1]; it serves the requests of bt-helper.h until the
  * socket closes or the job exits.
  *
- * Per thread: PTRACE_SEIZE + PTRACE_INTERRUPT, read the registers, tell the
- * agent the thread is held (it reads the thread's Python frames then),
- * unwind remotely (unwind.c), restart a system call that the stop ended
- * with EINTR, PTRACE_DETACH (handing back any signal that arrived). One
- * thread at a time; nothing is left traced if this process dies, because
+ * Per thread, one at a time: PTRACE_SEIZE + PTRACE_INTERRUPT, read the
+ * registers, unwind remotely (unwind.c) and copy the Python frame chain
+ * (where the agent said CPython keeps it) in the same stop, restart a
+ * system call that the stop ended with EINTR, PTRACE_DETACH (handing back
+ * any signal that arrived). Nothing is left traced if this process dies:
  * the kernel detaches a dead tracer's tracees. */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,14 +62,64 @@ helper_now_us(void)
 	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
-static void
-helper_send(struct bth_rep *rep)
-{
-	size_t len = offsetof(struct bth_rep, ips) +
-	    sizeof rep->ips[0] * (size_t)(rep->nips > 0 ? rep->nips : 0);
+static struct bth_layout helper_layout;
+static uint64_t helper_ips[BTH_NATIVE_MAX];
+static struct bth_pyframe helper_py[BTH_PY_MAX];
+static unsigned char helper_out[BTH_REP_MAX];
 
-	while (send(BTH_FD, rep, len, MSG_NOSIGNAL) < 0 && errno == EINTR)
+/* Sends rep followed by its nips helper_ips and npy helper_py. */
+static void
+helper_send(const struct bth_rep *rep)
+{
+	size_t ni = rep->nips > 0 ? (size_t)rep->nips : 0;
+	size_t np = rep->npy > 0 ? (size_t)rep->npy : 0, len = sizeof *rep;
+
+	memcpy(helper_out, rep, sizeof *rep);
+	memcpy(helper_out + len, helper_ips, ni * sizeof helper_ips[0]);
+	len += ni * sizeof helper_ips[0];
+	memcpy(helper_out + len, helper_py, np * sizeof helper_py[0]);
+	len += np * sizeof helper_py[0];
+	while (
+	    send(BTH_FD, helper_out, len, MSG_NOSIGNAL) < 0 && errno == EINTR)
 		;
+}
+
+/* Copies the Python frame chain of the held thread tid, whose thread
+ * state is at ts, into helper_py; returns the count, or -1 when ts is not
+ * tid's (anymore). */
+static int
+helper_python(long tid, uint64_t ts)
+{
+	const struct bth_layout *l = &helper_layout;
+	struct bth_pyframe *f;
+	uint64_t v, fa;
+	int n = 0;
+
+	if (ts == 0 || unwind_read(ts + (uint64_t)l->ts_tid, &v, 8) != 0 ||
+	    (long)v != tid)
+		return -1;
+	if (l->ts_current >= 0) {
+		if (unwind_read(ts + (uint64_t)l->ts_current, &fa, 8) != 0)
+			return 0;
+	} else if (unwind_read(ts + (uint64_t)l->ts_cframe, &v, 8) != 0 ||
+	    v == 0 || unwind_read(v + (uint64_t)l->cframe_current, &fa, 8)) {
+		return 0;
+	}
+	for (; fa != 0 && n < BTH_PY_MAX; fa = v) {
+		f = &helper_py[n];
+		memset(f, 0, sizeof *f);
+		if (unwind_read(fa + (uint64_t)l->f_code, &f->code, 8) != 0 ||
+		    unwind_read(fa + (uint64_t)l->f_instr, &f->instr, 8) ||
+		    unwind_read(fa + (uint64_t)l->f_owner, &f->owner, 1) ||
+		    (l->f_is_entry >= 0 &&
+			unwind_read(fa + (uint64_t)l->f_is_entry, &f->is_entry,
+			    1) != 0) ||
+		    unwind_read(fa + (uint64_t)l->f_previous, &v, 8) != 0)
+			break;
+		f->code &= l->code_mask;
+		n++;
+	}
+	return n;
 }
 
 /* The hex mask after key in a /proc status text, or 0. */
@@ -219,30 +269,6 @@ helper_wait_stop(long tid, int *status)
 	}
 }
 
-/* Waits up to BTH_GO_MS for the agent's BTH_GO; 0 with the next thread to
- * stop in *next, or -1 (timeout or the agent is gone). */
-static int
-helper_wait_go(long *next)
-{
-	struct pollfd pfd = { BTH_FD, POLLIN, 0 };
-	struct bth_req req;
-	ssize_t n;
-
-	for (;;) {
-		if (poll(&pfd, 1, BTH_GO_MS) <= 0)
-			return -1;
-		n = recv(BTH_FD, &req, sizeof req, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n != (ssize_t)sizeof req)
-			return -1;
-		if (req.op == BTH_GO) {
-			*next = req.tid;
-			return 0;
-		}
-	}
-}
-
 /* Makes the interrupted call run again on resume when the stop ended it
  * with EINTR and no signal of the program's is there to explain it. */
 static void
@@ -265,102 +291,96 @@ helper_restart(long tid, struct user_regs_struct *regs)
 	ptrace(PTRACE_SETREGS, (pid_t)tid, NULL, regs);
 }
 
-/* Serves one BTH_STOP: see the file's comment. Returns the next thread
- * the agent asked for with its BTH_GO, or 0. */
-static long
-helper_stop(long tid)
+/* Holds thread tid (thread state at ts), copies what the agent wants and
+ * resumes it; sends one BTH_RESULT. See the file's comment. */
+static void
+helper_stop(long tid, uint64_t ts)
 {
 	struct bth_rep rep;
 	struct user_regs_struct regs;
 	double t0;
-	int status, w, deliver = 0, got_regs;
-	long next = 0;
+	int status, w, deliver = 0;
 	char e[64];
 
-	memset(&rep, 0, offsetof(struct bth_rep, ips));
+	memset(&rep, 0, sizeof rep);
 	rep.kind = BTH_RESULT;
 	rep.tid = (int32_t)tid;
 	rep.nips = -1;
+	rep.npy = -1;
 	rep.stop_us = -1;
 	if (helper_stuck_in_kernel(tid)) {
 		snprintf(rep.note, sizeof rep.note,
 		    "the thread is in uninterruptible sleep in the kernel "
 		    "(state D): not stopped");
 		helper_send(&rep);
-		return 0;
+		return;
 	}
 	t0 = helper_now_us();
 	if (ptrace(PTRACE_SEIZE, (pid_t)tid, NULL, NULL) != 0) {
 		helper_seize_note(tid, errno, rep.note, sizeof rep.note);
 		helper_send(&rep);
-		return 0;
+		return;
 	}
 	if (ptrace(PTRACE_INTERRUPT, (pid_t)tid, NULL, NULL) != 0) {
 		snprintf(rep.note, sizeof rep.note, "the thread exited");
 		helper_send(&rep);
-		return 0;
+		return;
 	}
 	w = helper_wait_stop(tid, &status);
-	if (w <= 0) {
-		if (w < 0) {
-			snprintf(
-			    rep.note, sizeof rep.note, "the thread exited");
-			helper_send(&rep);
-			return 0;
-		}
+	if (w < 0) {
+		snprintf(rep.note, sizeof rep.note, "the thread exited");
+		helper_send(&rep);
+		return;
+	}
+	if (w == 0) {
 		/* Still traced and not stopped: only our exit lets go of it
 		 * (and cancels the pending stop). */
 		snprintf(rep.note, sizeof rep.note,
-		    "the thread did not stop within %d ms (uninterruptible "
-		    "sleep?)",
-		    BTH_STOP_MS);
+		    "the thread did not stop within %d ms", BTH_STOP_MS);
 		rep.flags = BTH_F_EXITING;
 		helper_send(&rep);
 		_exit(0);
 	}
 	if ((status >> 16) == 0)
 		deliver = WSTOPSIG(status); /* a signal of the program's */
-	got_regs = ptrace(PTRACE_GETREGS, (pid_t)tid, NULL, &regs) == 0;
-	rep.kind = BTH_STOPPED;
-	helper_send(&rep);
-	rep.kind = BTH_RESULT;
-	if (got_regs) {
-		rep.nips = unwind_thread(&regs, rep.ips, BTH_NATIVE_MAX);
+	if (ptrace(PTRACE_GETREGS, (pid_t)tid, NULL, &regs) == 0) {
+		rep.nips = unwind_thread(&regs, helper_ips, BTH_NATIVE_MAX);
 		if (rep.nips == 0)
 			snprintf(rep.note, sizeof rep.note,
 			    "no unwind information at pc 0x%llx",
 			    (unsigned long long)regs.rip);
+		rep.npy = helper_python(tid, ts);
+		if (deliver == 0)
+			helper_restart(tid, &regs);
 	} else {
 		snprintf(rep.note, sizeof rep.note,
 		    "cannot read the registers: %s",
 		    helper_strerror(errno, e, sizeof e));
 	}
-	if (helper_wait_go(&next) != 0 && rep.note[0] == '\0')
-		snprintf(rep.note, sizeof rep.note,
-		    "the agent did not answer within %d ms", BTH_GO_MS);
-	if (got_regs && deliver == 0)
-		helper_restart(tid, &regs);
 	ptrace(PTRACE_DETACH, (pid_t)tid, NULL, (void *)(long)deliver);
 	rep.stop_us = helper_now_us() - t0;
 	helper_send(&rep);
-	return next;
 }
+
+/* The request being served; large, so not on the stack. */
+static union {
+	int32_t op;
+	struct bth_begin begin;
+	struct bth_capture capture;
+} helper_req;
 
 int
 main(int argc, char **argv)
 {
-	struct bth_req req;
 	struct bth_rep rep;
 	struct pollfd pfd[2];
 	sigset_t set;
 	ssize_t n;
-	long tid;
-	int pidfd;
+	int pidfd, i;
 
 	if (argc != 2 || (helper_pid = (pid_t)atoi(argv[1])) <= 0) {
 		fprintf(stderr,
-		    "probing-unwind: started by the probing agent "
-		    "only\n");
+		    "probing-unwind: started by the probing agent only\n");
 		return 2;
 	}
 	prctl(PR_SET_NAME, "probing-unwind");
@@ -382,21 +402,27 @@ main(int argc, char **argv)
 		}
 		if (pidfd >= 0 && pfd[1].revents != 0)
 			return 0; /* the job exited */
-		n = recv(BTH_FD, &req, sizeof req, 0);
+		n = recv(BTH_FD, &helper_req, sizeof helper_req, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n != (ssize_t)sizeof req)
+		if (n < (ssize_t)sizeof(int32_t))
 			return 0; /* the agent closed its end */
-		if (req.op == BTH_BEGIN) {
+		if (helper_req.op == BTH_BEGIN &&
+		    n == (ssize_t)sizeof helper_req.begin) {
+			helper_layout = helper_req.begin.layout;
 			unwind_refresh();
-			memset(&rep, 0, offsetof(struct bth_rep, ips));
+			memset(&rep, 0, sizeof rep);
 			rep.kind = BTH_READY;
 			helper_send(&rep);
-		} else if (req.op == BTH_STOP ||
-		    (req.op == BTH_GO && req.tid)) {
-			/* (a late BTH_GO still names the next thread) */
-			for (tid = req.tid; tid > 0;)
-				tid = helper_stop(tid);
+		} else if (helper_req.op == BTH_CAPTURE &&
+		    n >= (ssize_t)offsetof(struct bth_capture, t)) {
+			for (i = 0;
+			     i < helper_req.capture.n && i < BTH_TARGETS_MAX &&
+			     (ssize_t)offsetof(struct bth_capture, t[i + 1]) <=
+				 n;
+			     i++)
+				helper_stop(helper_req.capture.t[i].tid,
+				    helper_req.capture.t[i].tstate);
 		}
 	}
 }

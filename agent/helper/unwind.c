@@ -446,6 +446,12 @@ unwind_refresh(void)
 }
 
 int
+unwind_read(uint64_t addr, void *dst, size_t n)
+{
+	return uw_read(addr, dst, n);
+}
+
+int
 unwind_thread(const struct user_regs_struct *regs, uint64_t *ips, int max)
 {
 	unw_cursor_t cur;
