@@ -68,6 +68,7 @@ struct bt_work {
 	struct backtrace *bt;
 	int native;   /* native frames wanted */
 	int gil_held; /* the walk runs under the GIL */
+	int gil_ms;   /* how long to try for it */
 	struct bt_py *reader;
 	long *tids;
 	uintptr_t *tstates;
@@ -168,6 +169,21 @@ bt_gil_job(void *arg, char **cause)
 		bt_still_part(w);
 	bt_python_names(w);
 	return 0;
+}
+
+/* A thread of the capture's own (blocking every signal, as the request
+ * thread that starts it does): the threading names under the GIL, while
+ * the helper holds the job's threads one by one. */
+static void *
+bt_names_thread(void *arg)
+{
+	struct bt_work *w = arg;
+
+	pthread_setname_np(pthread_self(), "probing-btname");
+	if (py_available(NULL) != 0 ||
+	    py_run(bt_gil_job, w, w->gil_ms, NULL) != 0)
+		w->gil_held = 0;
+	return NULL;
 }
 
 /* Reads the first line of /proc/self/task/TID/<what> into buf. */
@@ -606,8 +622,8 @@ backtrace_capture(long only_tid, int gil_ms, char **cause)
 	struct bt_work w;
 	struct bt_pyframe *py = NULL;
 	struct backtrace *bt;
-	char *gil_cause = NULL;
-	int i, n;
+	pthread_t namer_thread;
+	int i, n, namer;
 
 	memset(&w, 0, sizeof w);
 	bt = calloc(1, sizeof *bt);
@@ -629,19 +645,25 @@ backtrace_capture(long only_tid, int gil_ms, char **cause)
 		cause_set(cause, "out of memory");
 		goto fail;
 	}
-	/* Held threads are read one at a time without the GIL, so the others
-	 * run on; without holding them, the GIL keeps Python frames still. */
-	if (w.native)
+	w.gil_ms = gil_ms;
+	if (w.native) {
+		/* Held threads are read one at a time without the GIL, so the
+		 * others run on; the names are fetched meanwhile. */
+		namer =
+		    pthread_create(&namer_thread, NULL, bt_names_thread, &w);
 		bt_still_part(&w);
-	if (py_available(NULL) != 0 ||
-	    py_run(bt_gil_job, &w, gil_ms, &gil_cause) != 0) {
-		/* The GIL is stuck: nothing runs Python, read it as it is. */
+		if (namer == 0)
+			pthread_join(namer_thread, NULL);
+		else
+			bt_names_thread(&w);
+	} else if (py_available(NULL) != 0 ||
+	    py_run(bt_gil_job, &w, gil_ms, NULL) != 0) {
+		/* Without holding threads, the GIL keeps Python frames still;
+		 * it is stuck: nothing runs Python, read it as it is. */
 		w.gil_held = 0;
-		if (!w.native)
-			bt_still_part(&w);
+		bt_still_part(&w);
 	}
 	bt->without_gil = w.native || !w.gil_held;
-	free(gil_cause);
 	bt_names_apply(&w);
 	for (i = 0; i < n; i++) {
 		if (bt_finish_thread(&w, i, py) != 0) {
