@@ -253,6 +253,8 @@ struct ui_list {
 	int page;   /* rows shown, as of the last ui_list_fit */
 	int follow; /* (no selection) keep the newest items in view */
 };
+/* The keys, for the help. */
+extern const char ui_list_help[];
 /* Moves sel or first for a navigation key; 1 if the key was one. */
 int ui_list_key(struct ui_list *, int key);
 /* Records n items in page rows and brings sel and first in range. */

@@ -3,6 +3,9 @@
  * stack lines, query rows and the eval transcript. */
 #include "top.h"
 
+const char ui_list_help[] =
+    "Up/Down PgUp/PgDn Home/End  move in any list (j k too)";
+
 int
 ui_list_key(struct ui_list *l, int key)
 {

@@ -22,14 +22,29 @@
 static const struct pane_type *const ui_panes[TOP_NPANES] = { TOP_PANES(
     TOP_PANE_TYPE) };
 
-/* Keys that are the same in every pane, for the help. */
-static const char *const ui_global_help[] = {
-	"F1 or ?         this help (any key closes it)",
-	"Up/Down PgUp/PgDn Home/End   move in any list (j k too)",
-	"                (digits, ? and q work outside input lines)",
-	"Esc             back to the first pane from an input line",
-	"q, F10, Ctrl-C  quit",
+static void ui_do_help(struct top *);
+static void ui_do_first(struct top *);
+static void ui_do_quit(struct top *);
+
+/* A key every pane shares: its F-key (or 0), a key that works outside
+ * input lines (or 0), one that works only inside them (or 0); what the key
+ * bar says next to the F-key (NULL: not there), how the help names the
+ * keys and what it says they do, and what they do. Dispatch,
+ * key bar and help are all made from this table and TOP_PANES. */
+static const struct ui_binding {
+	int fkey, plain, in_text;
+	const char *bar;
+	const char *keys;
+	const char *help;
+	void (*fn)(struct top *);
+} ui_bindings[] = {
+	{ KEY_F(1), '?', 0, "Help", "F1 or ?", "this help (any key closes it)",
+	    ui_do_help },
+	{ 0, 0, 27, NULL, "Esc", "back to the first pane from an input line",
+	    ui_do_first },
+	{ KEY_F(10), 'q', 0, "Quit", "q, F10, Ctrl-C", "quit", ui_do_quit },
 };
+#define UI_NBINDINGS (sizeof ui_bindings / sizeof ui_bindings[0])
 
 static int ui_started;
 static struct event *ui_stdin_ev;
@@ -204,21 +219,38 @@ ui_keybar_entry(int y, int *x, int w, const char *key, const char *what)
 	*x += (int)strlen(what) + 1;
 }
 
-/* The key bar, htop style: help, the panes, quit, then the pane's keys. */
+/* The key bar entries of the bindings before (after 0) or after (1) the
+ * panes' F-keys. */
+static void
+ui_keybar_bindings(int y, int *x, int w, int after)
+{
+	char key[16];
+	size_t b;
+
+	for (b = 0; b < UI_NBINDINGS; b++) {
+		if (ui_bindings[b].bar == NULL ||
+		    (ui_bindings[b].fkey > KEY_F(TOP_PANE_FKEY_FIRST)) != after)
+			continue;
+		snprintf(key, sizeof key, "F%d", ui_bindings[b].fkey - KEY_F0);
+		ui_keybar_entry(y, x, w, key, ui_bindings[b].bar);
+	}
+}
+
+/* The key bar, htop style: the F-keys in order, then the pane's keys. */
 static void
 ui_keybar(struct top *top, int y, int w)
 {
-	char key[8];
+	char key[16];
 	int x = 0, p;
 
 	move(y, 0);
 	clrtoeol();
-	ui_keybar_entry(y, &x, w, "F1", "Help");
+	ui_keybar_bindings(y, &x, w, 0);
 	for (p = 0; p < TOP_NPANES; p++) {
 		snprintf(key, sizeof key, "F%d", TOP_PANE_FKEY_FIRST + p);
 		ui_keybar_entry(y, &x, w, key, ui_panes[p]->label);
 	}
-	ui_keybar_entry(y, &x, w, "F10", "Quit");
+	ui_keybar_bindings(y, &x, w, 1);
 	attrset(A_DIM);
 	if (x + 2 < w)
 		ui_text(
@@ -247,11 +279,18 @@ ui_help_panes(char *buf, size_t len)
 static void
 ui_help(int h, int w)
 {
-	int bw = w > 124 ? 120 : w - 4, bh, y0, x0, i, line = 0;
-	char panes[256];
-	size_t k, nglobal = sizeof ui_global_help / sizeof ui_global_help[0];
+	char lines[UI_NBINDINGS + 3][256];
+	int bw = w > 124 ? 120 : w - 4, bh, y0, x0, i, n = 0, line = 0;
+	size_t b;
 
-	bh = (int)nglobal + 2 + 2 * TOP_NPANES + 4;
+	ui_help_panes(lines[n++], sizeof lines[0]);
+	snprintf(lines[n++], sizeof lines[0], "%-16s%s", "",
+	    "(digits, ? and q work outside input lines)");
+	for (b = 0; b < UI_NBINDINGS; b++)
+		snprintf(lines[n++], sizeof lines[0], "%-16s%s",
+		    ui_bindings[b].keys, ui_bindings[b].help);
+	snprintf(lines[n++], sizeof lines[0], "%s", ui_list_help);
+	bh = n + 3 + 2 * TOP_NPANES + 2;
 	if (bh > h - 2)
 		bh = h - 2;
 	if (bw < 20 || bh < 5)
@@ -264,11 +303,8 @@ ui_help(int h, int w)
 	attrset(ui_attr(UI_SELECTED) | A_BOLD);
 	ui_text(stdscr, y0, x0 + 2, bw - 4, "probing top: keys");
 	attrset(ui_attr(UI_SELECTED));
-	ui_help_panes(panes, sizeof panes);
-	ui_text(stdscr, y0 + 2 + line++, x0 + 2, bw - 4, panes);
-	for (k = 0; k < nglobal && line < bh - 2; k++)
-		ui_text(
-		    stdscr, y0 + 2 + line++, x0 + 2, bw - 4, ui_global_help[k]);
+	for (i = 0; i < n && line < bh - 2; i++)
+		ui_text(stdscr, y0 + 2 + line++, x0 + 2, bw - 4, lines[i]);
 	line++;
 	for (i = 0; i < TOP_NPANES && line < bh - 3; i++) {
 		attrset(ui_attr(UI_SELECTED) | A_BOLD);
@@ -344,10 +380,45 @@ ui_pane_for_key(int key, int text)
 	return -1;
 }
 
+static void
+ui_do_help(struct top *top)
+{
+	top->help = 1;
+}
+
+static void
+ui_do_first(struct top *top)
+{
+	top->current = 0;
+}
+
+static void
+ui_do_quit(struct top *top)
+{
+	event_base_loopbreak(top->base);
+}
+
+/* The shared binding for key, or NULL. */
+static const struct ui_binding *
+ui_binding_for_key(int key, int text)
+{
+	size_t b;
+
+	for (b = 0; b < UI_NBINDINGS; b++)
+		if ((ui_bindings[b].fkey != 0 && key == ui_bindings[b].fkey) ||
+		    (!text && ui_bindings[b].plain != 0 &&
+			key == ui_bindings[b].plain) ||
+		    (text && ui_bindings[b].in_text != 0 &&
+			key == ui_bindings[b].in_text))
+			return &ui_bindings[b];
+	return NULL;
+}
+
 void
 ui_key(struct top *top, int key)
 {
 	struct pane *p = &top->panes[top->current];
+	const struct ui_binding *b;
 	int text = p->type->text_input, to;
 
 	if (key == KEY_RESIZE) {
@@ -359,15 +430,10 @@ ui_key(struct top *top, int key)
 		ui_draw(top);
 		return;
 	}
-	if (key == KEY_F(1) || (key == '?' && !text))
-		top->help = 1;
+	if ((b = ui_binding_for_key(key, text)) != NULL)
+		b->fn(top);
 	else if ((to = ui_pane_for_key(key, text)) >= 0)
 		top->current = to;
-	else if (key == KEY_F(10) || (key == 'q' && !text)) {
-		event_base_loopbreak(top->base);
-		return;
-	} else if (key == 27 && text)
-		top->current = 0;
 	else
 		p->type->key(p, key);
 	ui_draw(top);
