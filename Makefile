@@ -46,7 +46,7 @@ AGENT_SO := agent/libprobing-$(PYVER).so
 AGENT_LIBS := -levent_pthreads -levent -ljansson -lsqlite3 -lunwind -lpthread
 TUI_LIBS := -levent -ljansson -lncursesw -ledit -lm
 
-.PHONY: all agent agents deps deps-check test unit e2e demo install install-agent asan lint \
+.PHONY: all agent agents deps deps-check test test-venv unit e2e demo install install-agent asan lint \
         bench-instr format format-check bench screenshots fuzz clean help \
         roots install-root matrix deps-matrix
 
@@ -167,13 +167,24 @@ $(B)/tests/errno-spin.so: tests/workloads/errno-spin.c
 	$(CC) -O2 -g -shared -fPIC -o $@ $<
 
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all test-venv
 	@tests/run
+
+# Test-only Python packages go into a venv under the build folder, never
+# system-wide: perfetto (its trace processor reads `probing trace` output;
+# tests/e2e/trace_reader.py falls back to a schema check offline).
+TEST_PY_PKGS := perfetto
+test-venv: $(B)/venv/.done
+$(B)/venv/.done:
+	@rm -rf $(B)/venv && $(PYTHON) -m venv $(B)/venv
+	@$(B)/venv/bin/pip install -q $(TEST_PY_PKGS) >$(B)/venv/pip.log 2>&1 || \
+	  echo "note: cannot install $(TEST_PY_PKGS) (see $(B)/venv/pip.log): the trace tests check the schema only"
+	@touch $@
 
 unit: all
 	@tests/run unit
 
-e2e: all
+e2e: all test-venv
 	@tests/run e2e
 
 # The sanitizer flags travel in the environment so that the `make install`

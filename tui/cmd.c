@@ -18,6 +18,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_config_entry,
 	&cmd_tables_entry,
 	&cmd_metrics_entry,
+	&cmd_trace_entry,
 	&cmd_list_entry,
 	&cmd_top_entry,
 	&cmd_help_entry,

@@ -1,0 +1,373 @@
+/* trace: the recent python.torch_trace rows as Chrome trace-event JSON
+ * (the format Perfetto and chrome://tracing open): one process per target,
+ * one track per thread, a slice per step with the module calls and the
+ * optimizer step nested under it.
+ *
+ * Slices on one track must nest. Rows come from hooks whose clocks are
+ * read a few microseconds apart (a backward that ends as the next one
+ * starts), so when a slice starts inside another and ends after it, the
+ * earlier one is cut to end where the later one starts (its own inner
+ * slices ended before that); args.trimmed_us says by how much. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proto.h"
+#include "xmalloc.h"
+#include "tui.h"
+
+/* One slice. name points into the query result, which outlives it. */
+struct cmd_trace_ev {
+	double ts, end; /* microseconds since the epoch */
+	long long tid, step, seq;
+	const char *name;
+	const char *stage; /* NULL for a step slice */
+	double mb;
+	double trimmed;
+};
+
+static const char cmd_trace_sql[] =
+    "SELECT step, seq, module, stage, allocated, duration, time, "
+    "thread_id, rank FROM python.torch_trace";
+
+static int
+cmd_trace_cmp(const void *a, const void *b)
+{
+	const struct cmd_trace_ev *x = a, *y = b;
+
+	if (x->tid != y->tid)
+		return x->tid < y->tid ? -1 : 1;
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	if (x->end != y->end)
+		return x->end > y->end ? -1 : 1;
+	return (x->stage != NULL) - (y->stage != NULL);
+}
+
+/* Trims slices that cross the end of an enclosing one (see the top). */
+static void
+cmd_trace_nest(struct cmd_trace_ev *ev, size_t n)
+{
+	size_t *stack = xcalloc(n + 1, sizeof *stack), depth = 0, i;
+	struct cmd_trace_ev *top;
+
+	for (i = 0; i < n; i++) {
+		if (i > 0 && ev[i].tid != ev[i - 1].tid)
+			depth = 0;
+		while (depth > 0) {
+			top = &ev[stack[depth - 1]];
+			if (ev[i].ts >= top->end) {
+				depth--;
+				continue;
+			}
+			if (ev[i].end > top->end) {
+				top->trimmed += top->end - ev[i].ts;
+				top->end = ev[i].ts;
+				depth--;
+				continue;
+			}
+			break;
+		}
+		stack[depth++] = i;
+	}
+	free(stack);
+}
+
+/* Adds a step slice per (thread, step) spanning that step's rows. */
+static size_t
+cmd_trace_steps(struct cmd_trace_ev *ev, size_t n)
+{
+	size_t i, j, m = n;
+
+	for (i = 0; i < n; i++) {
+		for (j = n; j < m; j++)
+			if (ev[j].tid == ev[i].tid && ev[j].step == ev[i].step)
+				break;
+		if (j == m) {
+			ev[m] = ev[i];
+			ev[m].stage = NULL;
+			ev[m].name = NULL;
+			ev[m].trimmed = 0;
+			m++;
+			continue;
+		}
+		if (ev[i].ts < ev[j].ts)
+			ev[j].ts = ev[i].ts;
+		if (ev[i].end > ev[j].end)
+			ev[j].end = ev[i].end;
+		if (ev[i].mb > ev[j].mb)
+			ev[j].mb = ev[i].mb;
+	}
+	return m;
+}
+
+/* The events of one target appended to out; returns how many rows.
+ * target names a host:port target in the process name, or is NULL. */
+static size_t
+cmd_trace_target(json_t *out, json_t *result, long long pid,
+    const char *target, long long rank)
+{
+	json_t *rows = json_object_get(result, "rows"), *row, *e;
+	size_t n = json_array_size(rows), m, i;
+	struct cmd_trace_ev *ev = xcalloc(2 * n + 1, sizeof *ev);
+	char label[512], step[64];
+	long long last_tid = -1;
+
+	json_array_foreach(rows, i, row)
+	{
+		double dur = json_number_value(json_array_get(row, 5));
+		double t = json_number_value(json_array_get(row, 6));
+
+		ev[i].step = json_integer_value(json_array_get(row, 0));
+		ev[i].seq = json_integer_value(json_array_get(row, 1));
+		ev[i].name = json_string_value(json_array_get(row, 2));
+		ev[i].stage = json_string_value(json_array_get(row, 3));
+		ev[i].mb = json_number_value(json_array_get(row, 4));
+		ev[i].tid = json_integer_value(json_array_get(row, 7));
+		ev[i].end = t * 1e6;
+		ev[i].ts = (t - dur) * 1e6;
+		if (ev[i].name == NULL)
+			ev[i].name = "?";
+		if (ev[i].stage == NULL)
+			ev[i].stage = "?";
+		if (i == 0 && json_is_integer(json_array_get(row, 8)))
+			rank = json_integer_value(json_array_get(row, 8));
+	}
+	if (target != NULL)
+		snprintf(label, sizeof label, "rank %lld (pid %lld, %s)", rank,
+		    pid, target);
+	else
+		snprintf(label, sizeof label, "rank %lld (pid %lld)", rank, pid);
+	json_array_append_new(out,
+	    json_pack("{s:s, s:s, s:I, s:I, s:{s:s}}", "ph", "M", "name",
+		"process_name", "pid", pid, "tid", (json_int_t)0, "args",
+		"name", label));
+	json_array_append_new(out,
+	    json_pack("{s:s, s:s, s:I, s:I, s:{s:I}}", "ph", "M", "name",
+		"process_sort_index", "pid", pid, "tid", (json_int_t)0, "args",
+		"sort_index", (json_int_t)rank));
+	m = cmd_trace_steps(ev, n);
+	qsort(ev, m, sizeof *ev, cmd_trace_cmp);
+	cmd_trace_nest(ev, m);
+	for (i = 0; i < m; i++) {
+		if (ev[i].tid != last_tid) {
+			snprintf(label, sizeof label, "thread %lld", ev[i].tid);
+			json_array_append_new(out,
+			    json_pack("{s:s, s:s, s:I, s:I, s:{s:s}}", "ph", "M",
+				"name", "thread_name", "pid", pid, "tid",
+				ev[i].tid, "args", "name", label));
+			last_tid = ev[i].tid;
+		}
+		if (ev[i].stage == NULL) {
+			snprintf(step, sizeof step, "step %lld", ev[i].step);
+			e = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, "
+				      "s:{s:I, s:f}}",
+			    "ph", "X", "name", step, "cat", "train_step", "pid", pid,
+			    "tid", ev[i].tid, "ts", ev[i].ts, "dur",
+			    ev[i].end - ev[i].ts, "args", "step", ev[i].step,
+			    "allocated_mb", ev[i].mb);
+		} else {
+			e = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, "
+				      "s:{s:I, s:I, s:f}}",
+			    "ph", "X", "name", ev[i].name, "cat", ev[i].stage,
+			    "pid", pid, "tid", ev[i].tid, "ts", ev[i].ts, "dur",
+			    ev[i].end - ev[i].ts, "args", "step", ev[i].step,
+			    "seq", ev[i].seq, "allocated_mb", ev[i].mb);
+			if (ev[i].trimmed > 0)
+				json_object_set_new(json_object_get(e, "args"),
+				    "trimmed_us", json_real(ev[i].trimmed));
+		}
+		json_array_append_new(out, e);
+	}
+	free(ev);
+	return n;
+}
+
+/* The pid and rank a target reports in /health (pid targets: its pid). */
+static long long
+cmd_trace_pid(struct cmd_ctx *ctx, const struct endpoint *ep, int index)
+{
+	json_t *r;
+	char *cause = NULL;
+	int status;
+	long long pid = ep->kind == ENDPOINT_PID ? (long long)ep->pid : 0;
+
+	if (pid == 0 &&
+	    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
+		ctx->timeout_ms, 0, &r, &status, &cause) == 0) {
+		pid = json_integer_value(json_object_get(r, "pid"));
+		json_decref(r);
+	}
+	free(cause);
+	return pid > 0 ? pid : 1000000 + index;
+}
+
+/* Fails early, before asking any target, when path cannot be written;
+ * leaves an existing file as it is and no new one behind. */
+static int
+cmd_trace_writable(const char *path)
+{
+	struct stat sb;
+	int existed = stat(path, &sb) == 0;
+	FILE *f = fopen(path, "a");
+
+	if (f == NULL) {
+		fprintf(stderr, "probing: cannot write %s: %s\n", path,
+		    strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	if (!existed)
+		unlink(path);
+	return 0;
+}
+
+static int
+cmd_trace_write(const char *path, json_t *doc)
+{
+	FILE *f = path != NULL ? fopen(path, "w") : stdout;
+	int rc;
+
+	if (f == NULL) {
+		fprintf(stderr, "probing: cannot write %s: %s\n", path,
+		    strerror(errno));
+		return 1;
+	}
+	rc = json_dumpf(doc, f, JSON_COMPACT);
+	fputc('\n', f);
+	if (fflush(f) != 0 || ferror(f))
+		rc = -1;
+	if (path != NULL && fclose(f) != 0)
+		rc = -1;
+	if (rc != 0) {
+		fprintf(stderr, "probing: cannot write %s: %s\n",
+		    path != NULL ? path : "the output", strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int
+cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "steps", required_argument, NULL, 'S' },
+		{ "output", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	long steps = 0;
+	char *end, *sql = NULL, *cause = NULL;
+	json_t *events = json_array(), *doc, *body, *r;
+	size_t rows = 0;
+	int c, i, rc, status, failed = 0;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:t:o:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			ctx->target_text = optarg;
+			break;
+		case 'o':
+			path = optarg;
+			break;
+		case 'S':
+			steps = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || steps < 1 ||
+			    steps > 1000000000L) {
+				json_decref(events);
+				return cmd_usage(ctx->entry,
+				    "--steps needs a positive number of "
+				    "steps, not '%s'",
+				    optarg);
+			}
+			break;
+		case ':':
+			json_decref(events);
+			return cmd_usage(ctx->entry, "option %s needs a value",
+			    argv[optind - 1]);
+		default:
+			json_decref(events);
+			return cmd_usage(ctx->entry, "unknown option %s",
+			    argv[optind - 1]);
+		}
+	}
+	if (optind != argc) {
+		json_decref(events);
+		return cmd_usage(ctx->entry, "too many arguments");
+	}
+	if ((rc = cmd_require_targets(ctx)) != 0) {
+		json_decref(events);
+		return rc;
+	}
+	if (path != NULL && cmd_trace_writable(path) != 0) {
+		json_decref(events);
+		return 1;
+	}
+	if (steps > 0)
+		xasprintf(&sql, "%s WHERE step > (SELECT MAX(step) FROM "
+				"python.torch_trace) - %ld ORDER BY id",
+		    cmd_trace_sql, steps);
+	else
+		xasprintf(&sql, "%s ORDER BY id", cmd_trace_sql);
+	body = json_pack("{s:s}", "sql", sql);
+	free(sql);
+	for (i = 0; i < ctx->ntargets; i++) {
+		const struct endpoint *ep = &ctx->targets[i];
+
+		if (client_request(ep, ctx->token, "POST", PROTO_QUERY, body,
+			ctx->timeout_ms, 0, &r, &status, &cause) != 0) {
+			fprintf(stderr, "probing: %s%s%s\n",
+			    ctx->ntargets > 1 ? ep->name : "",
+			    ctx->ntargets > 1 ? ": " : "", cause_str(cause));
+			free(cause);
+			cause = NULL;
+			failed++;
+			continue;
+		}
+		if (json_array_size(json_object_get(r, "rows")) == 0)
+			fprintf(stderr,
+			    "probing: %s: no torch_trace rows (no torch "
+			    "module ran yet, or probing.torch.enabled is "
+			    "off); the trace is empty\n",
+			    ep->name);
+		else
+			rows += cmd_trace_target(events, r,
+			    cmd_trace_pid(ctx, ep, i),
+			    ep->kind == ENDPOINT_PID ? NULL : ep->name, i);
+		json_decref(r);
+	}
+	json_decref(body);
+	if (failed == ctx->ntargets) {
+		json_decref(events);
+		return 1;
+	}
+	doc = json_pack("{s:o, s:s, s:{s:s, s:s, s:I}}", "traceEvents", events,
+	    "displayTimeUnit", "ms", "otherData", "tool", "probing", "version",
+	    PROBING_VERSION, "rows", (json_int_t)rows);
+	rc = cmd_trace_write(path, doc);
+	json_decref(doc);
+	return rc != 0 ? rc : failed ? 1 : 0;
+}
+
+const struct cmd_entry cmd_trace_entry = {
+	.name = "trace",
+	.args = "[-o FILE] [--steps N]",
+	.help = "write the recent torch_trace rows as a Chrome trace (open "
+		"it in Perfetto)",
+	.detail = "  -o, --output FILE  write there instead of stdout\n"
+		  "  --steps N          only the last N steps (default: every "
+		  "row the ring holds)\n"
+		  "one process per target (named by rank and pid), one track "
+		  "per thread, a slice per\n"
+		  "step with forward, backward and optimizer calls nested "
+		  "under it; open the file at\n"
+		  "https://ui.perfetto.dev or chrome://tracing\n",
+	.needs_target = 1,
+	.exec = cmd_trace_exec,
+};
