@@ -37,6 +37,7 @@ agent_atfork_child(void)
 static int
 agent_check_python(char **cause)
 {
+	char *lc = NULL;
 	const char *v = Py_GetVersion();
 	size_t n = strcspn(v, " ");
 
@@ -48,6 +49,17 @@ agent_check_python(char **cause)
 		    PY_MAJOR_VERSION, PY_MINOR_VERSION, (int)agent_pid,
 		    agent_pyver);
 		return -1;
+	}
+	if (py_layout_free_threaded()) {
+		cause_set(cause,
+		    "pid %d runs a free-threaded python %s, which probing does "
+		    "not support",
+		    (int)agent_pid, agent_pyver);
+		return -1;
+	}
+	if (py_layout_check(&lc) != 0) {
+		log_info("python frames will not be read: %s", lc);
+		free(lc);
 	}
 	return 0;
 }

@@ -53,6 +53,12 @@ typedef int (*py_fn)(void *arg, char **cause);
 int py_run(py_fn fn, void *arg, int timeout_ms, char **cause);
 int py_available(char **cause);
 void py_after_fork(void);
+/* py-layout.c: 0 when the interpreter's frames, thread states and code
+ * objects are laid out as this agent was built for (checked against its
+ * _PyRuntime.debug_offsets on 3.13+); else -1 and why, in *cause. */
+int py_layout_check(char **cause);
+/* Whether the interpreter is a free-threaded build (3.13+ say so). */
+int py_layout_free_threaded(void);
 /* py-gil.c: describes the thread holding the GIL into buf. */
 void py_gil_holder(char *buf, size_t len);
 long py_gil_holder_tid(void);

@@ -603,6 +603,7 @@ bt_finish_thread(struct bt_work *w, int i, struct bt_pyframe *py)
 {
 	struct backtrace_thread *t = &w->bt->threads[i];
 	const struct bt_native *nat = w->native ? &w->nat[i] : NULL;
+	char *layout = NULL;
 	int npy = 0;
 
 	if (w->nraw[i] > 0)
@@ -612,6 +613,10 @@ bt_finish_thread(struct bt_work *w, int i, struct bt_pyframe *py)
 	    asprintf(&t->note, "native unwinding failed: %s",
 		nat->note[0] ? nat->note : "unknown error") < 0)
 		t->note = NULL;
+	if (t->note == NULL && py_layout_check(&layout) != 0 &&
+	    asprintf(&t->note, "python frames not read: %s", layout) < 0)
+		t->note = NULL;
+	free(layout);
 	return bt_merge(w, i, nat != NULL ? nat->ips : NULL,
 	    nat != NULL && nat->nips > 0 ? nat->nips : 0, py, npy);
 }

@@ -366,6 +366,8 @@ bt_py_index(struct bt_py *r)
 	int ni = 0, nt, cap = 0;
 
 	r->ntstates = 0;
+	if (py_layout_check(NULL) != 0)
+		return; /* not laid out as built for: read nothing */
 	if (bt_read(r, &ia, (uintptr_t)&_PyRuntime.interpreters.head,
 		sizeof ia) != 0)
 		return;

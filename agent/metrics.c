@@ -36,8 +36,8 @@ struct metrics_sum {
 	uint64_t count;
 };
 
-static const double metrics_buckets[] = { 0.001, 0.0025, 0.005, 0.01,
-	0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 };
+static const double metrics_buckets[] = { 0.001, 0.0025, 0.005, 0.01, 0.025,
+	0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 };
 #define METRICS_NBUCKETS (sizeof metrics_buckets / sizeof metrics_buckets[0])
 
 /* Everything below is guarded by lock. */
@@ -48,7 +48,7 @@ static struct {
 	int nmod;
 	struct metrics_sum opt[METRICS_OPTIMIZER];
 	int nopt;
-	int64_t steps;            /* optimizer steps completed (step clock) */
+	int64_t steps; /* optimizer steps completed (step clock) */
 	int64_t cur_step, prev_step;
 	double cur_end, prev_end; /* unix time the step's last row ended */
 	int have_cur, have_prev;
@@ -123,10 +123,11 @@ metrics_label_value(struct metrics_buf *b, const char *v)
 }
 
 static void
-metrics_family(struct metrics_buf *b, const char *name, const char *type,
-    const char *help)
+metrics_family(
+    struct metrics_buf *b, const char *name, const char *type, const char *help)
 {
-	metrics_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	metrics_printf(
+	    b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* One sample: name{base,extra} value. extra is "" or `k="v"` pairs. */
@@ -134,8 +135,8 @@ static void
 metrics_sample(struct metrics_buf *b, const char *name, const char *base,
     const char *extra, double v)
 {
-	metrics_printf(b, "%s{%s%s%s} %.17g\n", name, base, *extra ? "," : "",
-	    extra, v);
+	metrics_printf(
+	    b, "%s{%s%s%s} %.17g\n", name, base, *extra ? "," : "", extra, v);
 }
 
 /* One sample with k="v" (escaped) and, when stage is set, stage="..". */
@@ -359,7 +360,8 @@ metrics_agent(struct metrics_buf *b, const char *base)
 		metrics_sample(b, "process_cpu_seconds_total", base, "", cpu);
 		metrics_family(b, "process_resident_memory_bytes", "gauge",
 		    "Resident memory of the whole process.");
-		metrics_sample(b, "process_resident_memory_bytes", base, "", rss);
+		metrics_sample(
+		    b, "process_resident_memory_bytes", base, "", rss);
 	}
 	ring_counts(&tbl_torch_trace_ring, &pushed, &dropped, &cap);
 	metrics_family(b, "probing_ring_rows_total", "counter",
@@ -394,8 +396,8 @@ metrics_torch(struct metrics_buf *b, const char *base)
 	metrics_family(b, "probing_torch_steps_total", "counter",
 	    "Training steps completed (optimizer steps, or calls of the "
 	    "outermost module without an optimizer).");
-	metrics_sample(b, "probing_torch_steps_total", base, "",
-	    (double)M.steps);
+	metrics_sample(
+	    b, "probing_torch_steps_total", base, "", (double)M.steps);
 	metrics_family(b, "probing_torch_step_duration_seconds", "histogram",
 	    "Wall time of one training step, end to end, of the steps traced.");
 	for (k = 0; k < METRICS_NBUCKETS; k++) {
@@ -406,10 +408,10 @@ metrics_torch(struct metrics_buf *b, const char *base)
 	}
 	metrics_sample(b, "probing_torch_step_duration_seconds_bucket", base,
 	    "le=\"+Inf\"", (double)M.step_count);
-	metrics_sample(b, "probing_torch_step_duration_seconds_sum", base, "",
-	    M.step_sum);
-	metrics_sample(b, "probing_torch_step_duration_seconds_count", base,
-	    "", (double)M.step_count);
+	metrics_sample(
+	    b, "probing_torch_step_duration_seconds_sum", base, "", M.step_sum);
+	metrics_sample(b, "probing_torch_step_duration_seconds_count", base, "",
+	    (double)M.step_count);
 	metrics_family(b, "probing_torch_optimizer_step_seconds", "summary",
 	    "Time spent in optimizer.step, per optimizer class.");
 	for (i = 0; i < M.nopt; i++) {

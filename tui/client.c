@@ -249,7 +249,8 @@ client_request(const struct endpoint *ep, const char *token, const char *method,
 		goto out;
 	*status = resp.status;
 	*reply = json_loadb(resp.body, resp.body_len, 0, &jerr);
-	if (*reply == NULL && resp.status == 200 && strcmp(path, PROTO_METRICS) == 0)
+	if (*reply == NULL && resp.status == 200 &&
+	    strcmp(path, PROTO_METRICS) == 0)
 		*reply = json_stringn(resp.body, resp.body_len);
 	if (*reply == NULL) {
 		cause_set(cause, "%s sent a malformed reply (http %d): %s",

@@ -83,7 +83,8 @@ cmd_metrics_add(struct cmd_metrics *m, const char *text, const char *target)
 			name = line + 7;
 			nlen = strcspn(name, " \n");
 			f = cmd_metrics_family(m, name, nlen);
-			if (strstr(f->head, strncmp(line, "# HELP ", 7) == 0
+			if (strstr(f->head,
+				strncmp(line, "# HELP ", 7) == 0
 				    ? "# HELP "
 				    : "# TYPE ") == NULL)
 				cmd_metrics_line(&f->head, NULL, line, end);
@@ -96,8 +97,8 @@ cmd_metrics_add(struct cmd_metrics *m, const char *text, const char *target)
 			cmd_metrics_line(&f->samples, &f->len, line, end);
 			continue;
 		}
-		cmd_metrics_append(&f->samples, &f->len, line,
-		    (size_t)(brace - line) + 1);
+		cmd_metrics_append(
+		    &f->samples, &f->len, line, (size_t)(brace - line) + 1);
 		cmd_metrics_append(&f->samples, &f->len, label, strlen(label));
 		cmd_metrics_line(&f->samples, &f->len, brace + 1, end);
 	}

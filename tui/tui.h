@@ -88,6 +88,12 @@ pid_t *cmd_list_pids(int *n);
 int cmd_inject_agent_path(
     int major, int minor, char *out, size_t len, char **cause);
 
+/* remote-exec.c: asks pid (python major.minor, 3.14+) to load the agent
+ * at path (as the target sees it) through sys.remote_exec; 0 once asked,
+ * which is no promise that it will: the caller waits for the agent. */
+int remote_exec_load(
+    pid_t pid, int major, int minor, const char *agent, char **cause);
+
 /* cmd-query.c */
 json_t *cmd_query_run(struct cmd_ctx *, const char *sql, int *failed);
 

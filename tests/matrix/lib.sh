@@ -24,6 +24,9 @@ die() { echo "probing-matrix: $*" >&2; exit 1; }
 # the root's own: the tests need no file shared with the host, since pids
 # and abstract sockets already are (a chroot changes neither namespace).
 root_mount() {
+	# The root on a mount of its own, so that / in it is a mount point
+	# (unshare -m --propagation and ip netns change /'s propagation).
+	mountpoint -q "$1" || mount --bind "$1" "$1" || die "cannot bind-mount $1 on itself"
 	for m in proc sys dev; do
 		mountpoint -q "$1/$m" && continue
 		mkdir -p "$1/$m"
@@ -37,11 +40,46 @@ root_mount() {
 
 # Undoes root_mount; quiet when nothing is mounted.
 root_umount() {
-	for m in dev sys proc; do
-		mountpoint -q "$1/$m" && umount -R "$1/$m" 2>/dev/null ||
-			{ mountpoint -q "$1/$m" && umount -lR "$1/$m"; }
-	done
+	mountpoint -q "$1" || return 0
+	umount -R "$1" 2>/dev/null || umount -lR "$1"
 	return 0
+}
+
+# The python3.X of root $1 that have their -dev package, as /usr/bin paths.
+root_dev_pythons() {
+	root_pythons "$1" | while read -r p; do
+		[ -f "$1/usr/include/$p/Python.h" ] && echo "/usr/bin/$p"
+	done | tr '\n' ' '
+}
+
+# Copies source tree $2 into root $1 (mounted) at /usr/src/probing and
+# builds it there with an agent for each python3.X: the tracked and
+# untracked-but-not-ignored files, what a clone would have plus the work in
+# progress, never the host's build outputs.
+root_build() {
+	pythons=$(root_dev_pythons "$1")
+	[ -n "$pythons" ] || die "no python3.X with its -dev package in $1"
+	rm -rf "$1/usr/src/probing"
+	mkdir -p "$1/usr/src/probing"
+	(cd "$2" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) |
+		tar -C "$1/usr/src/probing" -xf -
+	root_sh "$1" "cd /usr/src/probing && make -s -j2 PYTHONS='$pythons' >/tmp/probing-build.log 2>&1" ||
+		{ tail -30 "$1/tmp/probing-build.log" >&2; die "building probing in $1 failed (log: $1/tmp/probing-build.log)"; }
+}
+
+# Installs what root_build built into root $1's /usr/local and each
+# python3.X's site (the .pth that PROBING=1 goes through).
+root_install() {
+	root_sh "$1" "cd /usr/src/probing && make -s install PREFIX=/usr/local PYTHONS='$(root_dev_pythons "$1")' >>/tmp/probing-build.log 2>&1" ||
+		{ tail -30 "$1/tmp/probing-build.log" >&2; die "installing probing in $1 failed (log: $1/tmp/probing-build.log)"; }
+}
+
+# Removes what root_install put into the Pythons' sites, so that the tests
+# see the build tree only, as on the host.
+root_uninstall_site() {
+	for p in $(root_pythons "$1"); do
+		rm -rf "$1/usr/local/lib/$p/dist-packages/probing" "$1/usr/local/lib/$p/dist-packages/probing.pth"
+	done
 }
 
 # Runs a shell command line inside root $1 (mounted by the caller).

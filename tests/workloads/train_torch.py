@@ -92,7 +92,10 @@ ys = torch.randint(0, 10, (256,))
 loader = None
 if args.workers:
     ds = torch.utils.data.TensorDataset(xs, ys)
-    loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=args.workers)
+    # fork, as the tests mean (3.14 made forkserver the default, which
+    # would re-run this script, with no __main__ guard, in each worker)
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=args.workers,
+                                         multiprocessing_context="fork")
 
 out = open(args.losses, "w") if args.losses else None
 print("ready", os.getpid(), flush=True)

@@ -79,6 +79,11 @@ def load():
     or None (after one line on stderr)."""
     if "probing._core" in sys.modules:
         return sys.modules["probing._core"]
+    import sysconfig
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        _warn("python %d.%dt is a free-threaded build, which probing does "
+              "not support" % sys.version_info[:2])
+        return None
     path = _agent_path()
     if path is None:
         _warn("no agent built for python %d.%d next to %s" %
