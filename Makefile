@@ -210,15 +210,18 @@ bench-instr: deps
 	@$(MAKE) --no-print-directory all
 	@$(PYTHON) tests/bench/instr-torch.py
 
-FUZZ := $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint $(B)/fuzz/fuzz-request
+FUZZ := $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint $(B)/fuzz/fuzz-request $(B)/fuzz/fuzz-conn
 FUZZ_CC := clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
            -DPROBING_VERSION='"$(VERSION)"' -Ishared -Iagent
 $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint: $(B)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(SHARED_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -o $@ $^
-$(B)/fuzz/fuzz-request: tests/fuzz/fuzz-request.c agent/server.c agent/config.c $(SHARED_SRC)
+$(B)/fuzz/fuzz-request: tests/fuzz/fuzz-request.c agent/server.c agent/conn.c agent/config.c $(SHARED_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -o $@ $^ -levent_pthreads -levent -ljansson -lpthread
+$(B)/fuzz/fuzz-conn: tests/fuzz/fuzz-conn.c agent/conn.c $(SHARED_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -o $@ $^ -levent -lpthread
 # Runs each harness for FUZZ_SECONDS (default 20) from its seed corpus.
 fuzz: $(FUZZ)
 	@for f in $(FUZZ); do n=$${f##*/}; c=tests/fuzz/corpus-$${n#fuzz-}; \

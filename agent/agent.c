@@ -12,6 +12,7 @@
 #include "agent.h"
 #include "endpoint.h"
 #include "log.h"
+#include "rundir.h"
 
 pid_t agent_pid;
 static int agent_running;
@@ -64,26 +65,57 @@ agent_check_python(char **cause)
 	return 0;
 }
 
+/* Opens the per-user directory and the log in it (or $PROBING_LOG);
+ * returns the directory's fd or -1. */
+static int
+agent_open_files(void)
+{
+	char dir[256], path[300], *cause = NULL, *dcause = NULL;
+	const char *logp = getenv("PROBING_LOG");
+	int fd;
+
+	rundir_path("", geteuid(), getenv("XDG_RUNTIME_DIR"), dir, sizeof dir);
+	fd = rundir_open(dir, geteuid(), 1, &dcause);
+	if (fd >= 0)
+		rundir_clean(fd);
+	if (logp != NULL && *logp != '\0')
+		log_open(logp, 0, &cause);
+	else if (fd >= 0) {
+		snprintf(path, sizeof path, "%s/%d.log", dir, (int)agent_pid);
+		log_open(path, 1, &cause);
+	}
+	if (dcause != NULL)
+		log_info("no log or init file: %s", dcause);
+	free(dcause);
+	free(cause);
+	return fd;
+}
+
+/* At a clean exit of the process (not of a forked child) the log goes. */
+__attribute__((destructor)) static void
+agent_fini(void)
+{
+	if (agent_pid != 0 && getpid() == agent_pid)
+		log_remove();
+}
+
 __attribute__((constructor)) static void
 agent_init(void)
 {
 	sigset_t all, old;
-	char path[128], *cause = NULL;
-	const char *logp = getenv("PROBING_LOG");
+	char *cause = NULL;
+	int dir;
 
 	if (agent_running)
 		return;
 	agent_pid = getpid();
-	if (logp == NULL || *logp == '\0') {
-		snprintf(
-		    path, sizeof path, "/tmp/probing-%d.log", (int)agent_pid);
-		logp = path;
-	}
-	log_open(logp);
+	dir = agent_open_files();
 	if (agent_check_python(&cause) != 0)
 		goto fail;
 	config_load_env(getenv("PROBING") != NULL);
-	config_load_file();
+	config_load_file(dir);
+	if (dir >= 0)
+		close(dir);
 	/* Agent threads inherit a mask that blocks every signal, so the
 	 * application's handlers only ever run on its own threads. */
 	sigfillset(&all);
@@ -100,6 +132,8 @@ agent_init(void)
 	eval_init();
 	return;
 fail:
+	if (dir >= 0)
+		close(dir);
 	log_info("agent not started: %s", cause_str(cause));
 	free(cause);
 }

@@ -33,13 +33,80 @@ int config_set(const char *key, const char *value, char **cause);
 /* Reads the env vars named in the key table, warning once on stderr for a
  * malformed one (when warn is set). */
 void config_load_env(int warn);
-/* Reads key=value lines written by `probing inject -D` for this pid. */
-void config_load_file(void);
+/* Reads key=value lines written by `probing inject -D` for this pid into
+ * PID.init in the per-user directory dir (an fd; -1: none), then removes
+ * the file. */
+void config_load_file(int dir);
 json_t *config_to_json(void);
 /* Makes a new value take effect; returns 0, or -1 with *cause set and then
  * the old value stays. Called on a request thread, never on the loop. */
 typedef int (*config_apply_fn)(double value, char **cause);
 void config_on_change(enum config_id, config_apply_fn);
+
+/* conn.c: the connection limiter and the gate; loop thread only. */
+#define CONN_MAX 128
+enum conn_kind { CONN_UNIX, CONN_TCP };
+/* What the head of a TCP request says about its token. */
+enum conn_gate {
+	CONN_GATE_MORE,    /* the head is not all in yet */
+	CONN_GATE_PASS,    /* the right token */
+	CONN_GATE_HEALTH,  /* no right token, but a GET /health */
+	CONN_GATE_MISSING, /* no Authorization header */
+	CONN_GATE_WRONG,   /* a wrong one (or two of them) */
+	CONN_GATE_BAD,     /* no end of head within the buffer */
+};
+struct conn_slot {
+	int used;
+	int kind;         /* enum conn_kind */
+	char peer[64];    /* "uid N" or the IP address: the per-peer key */
+	int trusted;      /* may stay idle (evhttp's timeout) */
+	int closing;      /* refused and answered: freed at the deadline */
+	long deadline_ms; /* CLOCK_MONOTONIC: the first request's, or the
+			     refusal's linger */
+	int fd;           /* the socket, with dev/ino to notice it is gone */
+	dev_t dev;
+	ino_t ino;
+	void *bev, *evcon; /* owned by evhttp */
+	void *gate;        /* server.c's read event while gated */
+};
+/* Plain data; the loop thread owns it. */
+struct conn_table {
+	struct conn_slot slots[CONN_MAX];
+	int max_kind; /* connections of one kind (unix, tcp) */
+	int max_peer; /* connections of one peer */
+};
+/* Sizes the limits from the fd limit nofile. */
+void conn_table_init(struct conn_table *, long nofile);
+/* Takes a slot for a new connection of kind from peer: its index, or -1
+ * with *why when a limit is reached. */
+int conn_admit(
+    struct conn_table *, int kind, const char *peer, const char **why);
+void conn_release(struct conn_table *, int i);
+/* Connections of kind (-1: any) from peer (NULL: anyone). */
+int conn_count(const struct conn_table *, int kind, const char *peer);
+/* Whether an Authorization value (len bytes) is "Bearer <token>", the
+ * scheme in any case, compared in constant time; 0 when token is NULL. */
+int conn_token_ok(const char *value, size_t len, const char *token);
+/* Reads the head of a request (len bytes peeked; full: no more fit). */
+enum conn_gate conn_gate_check(
+    const char *buf, size_t len, int full, const char *token);
+struct event_base;
+struct evhttp;
+struct evhttp_bound_socket;
+struct evhttp_connection;
+/* Loop not yet running: hooks the limiter into http; token (or NULL)
+ * must outlive it. 0, or -1 with *cause. */
+int conn_init(
+    struct event_base *, struct evhttp *, const char *token, char **cause);
+/* Serves the listening socket fd (kind: CONN_UNIX or CONN_TCP), or NULL. */
+struct evhttp_bound_socket *conn_bind(int fd, int kind);
+/* Stops serving the listener of kind. */
+void conn_unbind(int kind);
+/* A request on evcon passed the peer check (trusted): it may idle. */
+void conn_trust(struct evhttp_connection *, int trusted);
+int conn_max_kind(void);
+int conn_max_peer(void);
+void conn_after_fork(void);
 
 /* server.c */
 int server_start(char **cause);

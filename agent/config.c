@@ -1,4 +1,6 @@
 /* The live configuration values and how a change takes effect. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 
 #include "agent.h"
 #include "log.h"
+#include "rundir.h"
 
 /* Values are read without a lock (a double is read whole on x86-64);
  * changes are serialized by config_lock. */
@@ -97,24 +100,30 @@ config_load_env(int warn)
 }
 
 void
-config_load_file(void)
+config_load_file(int dir)
 {
-	char path[128], line[512], *eq, *cause = NULL;
-	struct stat sb;
+	char name[32], line[512], *eq, *cause = NULL;
 	double v;
 	const struct config_key *k;
 	FILE *f;
+	int fd;
 
 	config_defaults();
-	snprintf(path, sizeof path, "/tmp/probing-%d.init", (int)agent_pid);
-	f = fopen(path, "re");
-	if (f == NULL)
+	if (dir < 0)
 		return;
-	/* Only the process owner or root may configure it this way. */
-	if (fstat(fileno(f), &sb) != 0 ||
-	    (sb.st_uid != 0 && sb.st_uid != geteuid())) {
-		log_info("ignoring %s: not owned by this user or root", path);
-		fclose(f);
+	snprintf(name, sizeof name, "%d.init", (int)agent_pid);
+	/* Only the process owner or root may configure it this way; the
+	 * file is never followed through a link or waited on (FIFO). */
+	fd = rundir_open_file(dir, name, name, O_RDONLY, geteuid(), 1, &cause);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_info("ignoring %s", cause_str(cause));
+		free(cause);
+		return;
+	}
+	f = fdopen(fd, "r");
+	if (f == NULL) {
+		close(fd);
 		return;
 	}
 	while (fgets(line, sizeof line, f) != NULL) {
@@ -133,7 +142,7 @@ config_load_file(void)
 		cause = NULL;
 	}
 	fclose(f);
-	unlink(path);
+	unlinkat(dir, name, 0);
 }
 
 json_t *

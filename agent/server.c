@@ -62,6 +62,7 @@ static struct evhttp *server_http;
 static int server_unix_fd = -1;
 static int server_tcp_fd = -1;
 static struct evhttp_bound_socket *server_tcp;
+static struct evhttp_bound_socket *server_unix;
 static char *server_token;
 
 static pthread_mutex_t server_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -69,18 +70,6 @@ static pthread_cond_t server_work = PTHREAD_COND_INITIALIZER;
 static TAILQ_HEAD(, server_job) server_queue = TAILQ_HEAD_INITIALIZER(
     server_queue);
 static int server_threads;
-
-/* Compares n bytes in time that does not depend on where they differ. */
-static int
-server_token_differs(const char *a, const char *b, size_t n)
-{
-	unsigned char d = 0;
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		d |= (unsigned char)(a[i] ^ b[i]);
-	return d != 0;
-}
 
 /* Returns body[name] as a string, or NULL with *cause. */
 static const char *
@@ -414,10 +403,11 @@ server_queue_job(struct server_job *job, char **cause)
 }
 
 /* Checks who is asking: unix peers by uid, TCP peers by token. Returns 0
- * or the HTTP status to refuse with, with msg filled. */
+ * (*tcp_open set for a TCP request without the right token, which only a
+ * public route may serve) or the HTTP status to refuse with, msg filled. */
 static int
 server_check_peer(struct evhttp_request *req, const struct server_route *r,
-    char *msg, size_t len)
+    int *tcp_open, char *msg, size_t len)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	evutil_socket_t fd =
@@ -427,8 +417,8 @@ server_check_peer(struct evhttp_request *req, const struct server_route *r,
 	struct ucred cred;
 	socklen_t cl = sizeof cred;
 	const char *auth;
-	size_t tlen;
 
+	*tcp_open = 0;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
 		snprintf(msg, len, "cannot identify the connection: %s",
 		    strerror(errno));
@@ -450,21 +440,18 @@ server_check_peer(struct evhttp_request *req, const struct server_route *r,
 		}
 		return 0;
 	}
-	if (r == NULL || r->public || server_token == NULL)
-		return 0;
 	auth = evhttp_find_header(
 	    evhttp_request_get_input_headers(req), "Authorization");
-	tlen = strlen(server_token);
-	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 ||
-	    strlen(auth + 7) != tlen ||
-	    server_token_differs(auth + 7, server_token, tlen)) {
-		snprintf(msg, len, "%s",
-		    auth == NULL ? "missing token: send Authorization: Bearer "
-				   "<PROBING_AUTH_TOKEN>"
-				 : "wrong token");
-		return 401;
-	}
-	return 0;
+	if (auth != NULL && conn_token_ok(auth, strlen(auth), server_token))
+		return 0;
+	*tcp_open = 1;
+	if (r != NULL && r->public)
+		return 0;
+	snprintf(msg, len, "%s",
+	    auth == NULL ? "missing token: send Authorization: Bearer "
+			   "<PROBING_AUTH_TOKEN>"
+			 : "wrong token");
+	return 401;
 }
 
 static void
@@ -478,7 +465,7 @@ server_handle(struct evhttp_request *req, void *unused)
 	struct server_job *job;
 	json_error_t jerr;
 	char msg[512], *cause = NULL;
-	int path_known = 0, status;
+	int path_known = 0, status, tcp_open;
 	size_t i, n;
 
 	(void)unused;
@@ -490,10 +477,22 @@ server_handle(struct evhttp_request *req, void *unused)
 		if (server_routes[i].method == method)
 			r = &server_routes[i];
 	}
-	status = server_check_peer(req, r, msg, sizeof msg);
+	status = server_check_peer(req, r, &tcp_open, msg, sizeof msg);
+	if (status != 0 || tcp_open) {
+		/* Nothing more on this connection for someone without
+		 * the token. */
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+	}
 	if (status != 0) {
 		log_info("refused %s: %s", path ? path : "?", msg);
 		server_error(req, status, msg);
+		return;
+	}
+	conn_trust(evhttp_request_get_connection(req), !tcp_open);
+	if (tcp_open && r != NULL && r->run == server_health) {
+		/* Without the token TCP says only that it is alive. */
+		server_send(req, 200, json_pack("{s:b}", "alive", 1));
 		return;
 	}
 	if (r == NULL) {
@@ -567,7 +566,8 @@ server_listen(int family, const struct sockaddr *sa, socklen_t sl,
 	return fd;
 }
 
-/* Loop thread: starts, moves or stops the TCP listener. */
+/* Loop thread: starts, moves or stops the TCP listener. TCP is never
+ * served without a token: with none the port stays closed. */
 static int
 server_set_port_now(int port, char **cause)
 {
@@ -575,34 +575,37 @@ server_set_port_now(int port, char **cause)
 	char what[64];
 	int fd = -1;
 
+	if (port != 0 && server_token == NULL) {
+		cause_set(cause,
+		    "not serving tcp port %d: pid %d has no PROBING_AUTH_TOKEN "
+		    "(TCP is only served with a token; start the job with one, "
+		    "or use the unix socket: probing -t %d)",
+		    port, (int)agent_pid, (int)agent_pid);
+		return -1;
+	}
 	if (port != 0) {
 		sin.sin_port = htons((uint16_t)port);
-		sin.sin_addr.s_addr =
-		    htonl(server_token != NULL ? INADDR_ANY : INADDR_LOOPBACK);
-		snprintf(what, sizeof what, "%s:%d",
-		    server_token != NULL ? "0.0.0.0" : "127.0.0.1", port);
+		sin.sin_addr.s_addr = htonl(INADDR_ANY);
+		snprintf(what, sizeof what, "0.0.0.0:%d", port);
 		fd = server_listen(
 		    AF_INET, (struct sockaddr *)&sin, sizeof sin, what, cause);
 		if (fd < 0)
 			return -1;
 	}
 	if (server_tcp != NULL) {
-		evhttp_del_accept_socket(server_http, server_tcp);
+		conn_unbind(CONN_TCP);
 		server_tcp = NULL;
 		server_tcp_fd = -1;
 	}
 	if (fd >= 0) {
-		server_tcp = evhttp_accept_socket_with_handle(server_http, fd);
+		server_tcp = conn_bind(fd, CONN_TCP);
 		if (server_tcp == NULL) {
 			close(fd);
 			cause_set(cause, "cannot serve on %s", what);
 			return -1;
 		}
 		server_tcp_fd = fd;
-		log_info("serving tcp on %s%s", what,
-		    server_token != NULL ? " (token required)"
-					 : " (loopback only: no "
-					   "PROBING_AUTH_TOKEN set)");
+		log_info("serving tcp on %s (token required)", what);
 	} else
 		log_info("tcp listener stopped");
 	return 0;
@@ -681,6 +684,8 @@ server_start(char **cause)
 		cause_set(cause, "cannot create the event loop");
 		return -1;
 	}
+	if (conn_init(server_base, server_http, server_token, cause) != 0)
+		return -1;
 	evhttp_set_max_body_size(server_http, PROTO_MAX_BODY);
 	evhttp_set_max_headers_size(server_http, 64 * 1024);
 	evhttp_set_allowed_methods(server_http,
@@ -694,15 +699,19 @@ server_start(char **cause)
 	    AF_UNIX, (struct sockaddr *)&sun, sl, "@probing socket", cause);
 	if (server_unix_fd < 0)
 		return -1;
-	if (evhttp_accept_socket(server_http, server_unix_fd) != 0) {
+	server_unix = conn_bind(server_unix_fd, CONN_UNIX);
+	if (server_unix == NULL) {
 		cause_set(cause, "cannot serve on @%s", name);
 		return -1;
 	}
 	if (config_get(CONFIG_SERVER_PORT) != 0 &&
 	    server_set_port_now((int)config_get(CONFIG_SERVER_PORT), cause) !=
 		0) {
-		/* A busy port must not stop the agent: log it and go on. */
+		/* A busy port (or no token) must not stop the agent: say
+		 * so and go on. */
 		log_info("%s", cause_str(*cause));
+		if (getenv("PROBING") != NULL)
+			fprintf(stderr, "probing: %s\n", cause_str(*cause));
 		free(*cause);
 		*cause = NULL;
 		config_set("probing.server.port", "0", NULL);
@@ -716,7 +725,8 @@ server_start(char **cause)
 	}
 	pthread_detach(t);
 	pthread_setname_np(t, "probing-srv");
-	log_info("serving on @%s", name);
+	log_info("serving on @%s (at most %d connections a kind, %d a peer)",
+	    name, conn_max_kind(), conn_max_peer());
 	return 0;
 }
 
@@ -729,6 +739,8 @@ server_after_fork(void)
 	if (server_tcp_fd >= 0)
 		close(server_tcp_fd);
 	server_unix_fd = server_tcp_fd = -1;
+	server_unix = server_tcp = NULL;
+	conn_after_fork();
 	pthread_mutex_init(&server_lock, NULL);
 	pthread_cond_init(&server_work, NULL);
 	TAILQ_INIT(&server_queue);

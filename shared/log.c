@@ -1,4 +1,6 @@
 /* Error causes and the agent's log file. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,10 +10,12 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "rundir.h"
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *log_file;
 static char log_file_path[256];
+static int log_file_remove; /* the log goes when the process exits */
 
 void
 cause_set(char **cause, const char *fmt, ...)
@@ -32,22 +36,46 @@ cause_str(const char *cause)
 	return cause != NULL ? cause : "unknown error (out of memory?)";
 }
 
-void
-log_open(const char *path)
+int
+log_open(const char *path, int remove_at_exit, char **cause)
 {
+	int fd = -1, rc = 0;
+
 	pthread_mutex_lock(&log_lock);
 	if (log_file != NULL)
 		fclose(log_file);
 	log_file = NULL;
 	log_file_path[0] = '\0';
+	log_file_remove = 0;
 	if (path != NULL) {
-		log_file = fopen(path, "ae");
+		fd = rundir_open_file(AT_FDCWD, path, path, O_WRONLY | O_APPEND,
+		    geteuid(), 0, cause);
+		log_file = fd >= 0 ? fdopen(fd, "a") : NULL;
 		if (log_file != NULL) {
 			snprintf(
 			    log_file_path, sizeof log_file_path, "%s", path);
+			log_file_remove = remove_at_exit;
 			setvbuf(log_file, NULL, _IOLBF, 0);
+		} else {
+			if (fd >= 0) {
+				cause_set(cause, "cannot open %s: %s", path,
+				    strerror(errno));
+				close(fd);
+			}
+			rc = -1;
 		}
 	}
+	pthread_mutex_unlock(&log_lock);
+	return rc;
+}
+
+void
+log_remove(void)
+{
+	pthread_mutex_lock(&log_lock);
+	if (log_file_remove && log_file_path[0] != '\0')
+		unlink(log_file_path);
+	log_file_remove = 0;
 	pthread_mutex_unlock(&log_lock);
 }
 

@@ -23,6 +23,7 @@
 #include "proto.h"
 #include "xmalloc.h"
 #include "top.h"
+#include "tui.h"
 
 /* A queued request; the head of the queue is the one on the wire. */
 struct aclient_req {
@@ -262,9 +263,10 @@ aclient_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		    ac->ep.name, ac->head->timeout_ms);
 }
 
-/* Opens a connection; 0, or -1 with errno. */
+/* Opens a connection; 0, or -1 with errno (or *cause: the name is held
+ * by someone else, and nothing was sent). */
 static int
-aclient_connect(struct aclient *ac)
+aclient_connect(struct aclient *ac, char **cause)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
@@ -281,11 +283,14 @@ aclient_connect(struct aclient *ac)
 		    AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0)
 			return -1;
-		if (connect(fd, (struct sockaddr *)&sun, sl) != 0 &&
-		    errno != EINPROGRESS && errno != EAGAIN) {
+		if (connect(fd, (struct sockaddr *)&sun, sl) != 0) {
 			rc = errno;
 			close(fd);
 			errno = rc;
+			return -1;
+		}
+		if (peer_check(fd, ac->ep.pid, cause) != 0) {
+			close(fd);
 			return -1;
 		}
 		ac->bev =
@@ -324,14 +329,19 @@ static void
 aclient_start(struct aclient *ac)
 {
 	struct timeval tv;
+	char *cause = NULL;
 	int err;
 
 	if (ac->head == NULL || ac->sent || ac->calling)
 		return;
-	if (ac->bev == NULL && aclient_connect(ac) != 0) {
+	if (ac->bev == NULL && aclient_connect(ac, &cause) != 0) {
 		err = errno;
-		aclient_fail(ac, 1, "cannot connect to %s: %s", ac->ep.name,
-		    strerror(err));
+		if (cause != NULL)
+			aclient_fail(ac, 1, "%s", cause);
+		else
+			aclient_fail(ac, 1, "cannot connect to %s: %s",
+			    ac->ep.name, strerror(err));
+		free(cause);
 		return;
 	}
 	bufferevent_write(ac->bev, ac->head->data, ac->head->len);

@@ -28,9 +28,10 @@ client_now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Connects to pid's abstract socket; -1 with errno on failure. */
+/* Connects to pid's abstract socket; -1 with errno on failure (0 and
+ * *cause when someone else holds the name). */
 static int
-client_connect_unix(pid_t pid)
+client_connect_unix(pid_t pid, char **cause)
 {
 	struct sockaddr_un sun;
 	socklen_t sl = endpoint_socket_addr(pid, &sun);
@@ -46,16 +47,27 @@ client_connect_unix(pid_t pid)
 		errno = saved;
 		return -1;
 	}
+	if (peer_check(fd, pid, cause) != 0) {
+		close(fd);
+		errno = 0;
+		return -1;
+	}
 	return fd;
 }
 
 int
-client_probe_pid(pid_t pid)
+client_probe_pid(pid_t pid, char **cause)
 {
-	int fd = client_connect_unix(pid);
+	char *why = NULL;
+	int fd = client_connect_unix(pid, &why);
 
-	if (fd < 0)
-		return 0;
+	if (fd < 0) {
+		if (why != NULL && cause != NULL)
+			*cause = why;
+		else
+			free(why);
+		return why != NULL ? -1 : 0;
+	}
 	close(fd);
 	return 1;
 }
@@ -218,9 +230,10 @@ client_request(const struct endpoint *ep, const char *token, const char *method,
 	*reply = NULL;
 	*status = 0;
 	if (ep->kind == ENDPOINT_PID) {
-		fd = client_connect_unix(ep->pid);
+		fd = client_connect_unix(ep->pid, cause);
 		if (fd < 0) {
-			client_no_agent(ep->pid, errno, cause);
+			if (cause == NULL || *cause == NULL)
+				client_no_agent(ep->pid, errno, cause);
 			return -1;
 		}
 	} else {

@@ -13,6 +13,7 @@
 #include "injector.h"
 #include "log.h"
 #include "proto.h"
+#include "rundir.h"
 #include "xmalloc.h"
 #include "tui.h"
 
@@ -70,20 +71,43 @@ cmd_inject_agent_path(int major, int minor, char *out, size_t len, char **cause)
 	return -1;
 }
 
-/* Writes the -D settings where the agent reads them at its first moment. */
+/* Writes the -D settings where the agent reads them at its first moment:
+ * PID.init in the target user's own directory, made for that user. */
 static int
 cmd_inject_write_init(pid_t pid, char **defs, int ndefs, char **cause)
 {
-	char path[128];
-	int fd, i;
+	char dir[512], path[600], name[32];
+	uid_t uid;
+	int dfd, fd, i;
 	FILE *f;
 
-	snprintf(path, sizeof path, "/proc/%d/root/tmp/probing-%d.init",
-	    (int)pid, (int)pid);
-	unlink(path);
-	if (ndefs == 0)
+	if (rundir_of_pid(pid, dir, sizeof dir, &uid, cause) != 0)
+		return -1;
+	dfd = rundir_open(dir, uid, ndefs > 0, cause);
+	if (dfd < 0) {
+		if (ndefs == 0) {
+			free(*cause);
+			*cause = NULL;
+			return 0;
+		}
+		return -1;
+	}
+	snprintf(name, sizeof name, "%d.init", (int)pid);
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	unlinkat(dfd, name, 0);
+	if (ndefs == 0) {
+		close(dfd);
 		return 0;
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	fd = openat(dfd, name,
+	    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	close(dfd);
+	if (fd >= 0 && geteuid() != uid && fchown(fd, uid, (gid_t)-1) != 0) {
+		cause_set(cause, "cannot give %s to uid %u: %s", path,
+		    (unsigned)uid, strerror(errno));
+		close(fd);
+		return -1;
+	}
 	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
 		cause_set(cause, "cannot write %s: %s", path, strerror(errno));
 		if (fd >= 0)
@@ -170,15 +194,25 @@ fail:
 static void
 cmd_inject_log_tail(pid_t pid, char *buf, size_t len)
 {
-	char path[128], line[512];
+	char dir[512], path[600], line[512], *cause = NULL;
+	uid_t uid;
 	FILE *f;
+	int fd;
 
 	buf[0] = '\0';
-	snprintf(path, sizeof path, "/proc/%d/root/tmp/probing-%d.log",
-	    (int)pid, (int)pid);
-	f = fopen(path, "re");
-	if (f == NULL)
+	if (rundir_of_pid(pid, dir, sizeof dir, &uid, &cause) != 0) {
+		free(cause);
 		return;
+	}
+	snprintf(path, sizeof path, "%s/%d.log", dir, (int)pid);
+	fd = rundir_open_file(AT_FDCWD, path, path, O_RDONLY, uid, 0, &cause);
+	free(cause);
+	f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (f == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
 	while (fgets(line, sizeof line, f) != NULL)
 		snprintf(buf, len, "%s", line);
 	fclose(f);
@@ -204,7 +238,7 @@ cmd_inject_wait(struct cmd_ctx *ctx, const struct endpoint *ep)
 	int status;
 
 	while (cmd_inject_now_ms() < until) {
-		if (client_probe_pid(ep->pid) &&
+		if (client_probe_pid(ep->pid, NULL) == 1 &&
 		    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
 			ctx->timeout_ms, 2000, &h, &status, &cause) == 0)
 			return h;
@@ -225,6 +259,7 @@ cmd_inject_inherited(pid_t pid, char **cause)
 {
 	char path[PATH_MAX], status[64], line[128], other[PATH_MAX];
 	long ppid = 0;
+	uid_t uid;
 	FILE *f;
 
 	if (injector_maps_file(pid, "libprobing-", path, sizeof path) != 1)
@@ -249,10 +284,12 @@ cmd_inject_inherited(pid_t pid, char **cause)
 		    (int)pid, ppid, ppid);
 		return -1;
 	}
+	if (rundir_of_pid(pid, other, sizeof other, &uid, NULL) != 0)
+		snprintf(other, sizeof other, "its directory");
 	cause_set(cause,
 	    "pid %d already has the agent loaded (%s) but it does not "
-	    "answer; see /tmp/probing-%d.log",
-	    (int)pid, path, (int)pid);
+	    "answer; see %s/%d.log",
+	    (int)pid, path, other, (int)pid);
 	return -1;
 }
 
@@ -272,9 +309,15 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 		free(cause);
 		return 1;
 	}
-	if (client_probe_pid(ep->pid)) {
+	switch (client_probe_pid(ep->pid, &cause)) {
+	case 1:
 		printf("probing: pid %d already probed\n", (int)ep->pid);
 		return cmd_inject_apply(ctx, ep, defs, ndefs);
+	case -1:
+		/* Someone else holds the name: nothing goes to them. */
+		cmd_fail(cause);
+		free(cause);
+		return 1;
 	}
 	if (cmd_inject_inherited(ep->pid, &cause) != 0 ||
 	    injector_python_version(

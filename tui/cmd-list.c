@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "proto.h"
+#include "rundir.h"
 #include "xmalloc.h"
 #include "tui.h"
 
@@ -35,7 +37,8 @@ cmd_list_cmdline(pid_t pid)
 	return xstrdup(buf);
 }
 
-/* Pids listening on @probing-PID, in /proc/net/unix order; malloc'd. */
+/* Pids whose own agent listens on @probing-PID (names held by another
+ * process are left out), in /proc/net/unix order; malloc'd. */
 pid_t *
 cmd_list_pids(int *n)
 {
@@ -57,7 +60,7 @@ cmd_list_pids(int *n)
 			continue;
 		for (dup = 0, i = 0; i < count; i++)
 			dup |= pids[i] == pid;
-		if (dup)
+		if (dup || client_probe_pid(pid, NULL) != 1)
 			continue;
 		pids = xrealloc(pids, (size_t)(count + 1) * sizeof *pids);
 		pids[count++] = pid;
@@ -65,6 +68,21 @@ cmd_list_pids(int *n)
 	fclose(f);
 	*n = count;
 	return pids;
+}
+
+/* Removes the logs and init files of dead pids from this user's dir. */
+static void
+cmd_list_clean(void)
+{
+	char dir[512];
+	int fd;
+
+	rundir_path("", geteuid(), getenv("XDG_RUNTIME_DIR"), dir, sizeof dir);
+	fd = rundir_open(dir, geteuid(), 0, NULL);
+	if (fd >= 0) {
+		rundir_clean(fd);
+		close(fd);
+	}
 }
 
 static int
@@ -84,6 +102,7 @@ cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_usage(ctx->entry, "too many arguments");
 	all = json_pack("{s:[s,s,s,s,s,s], s:[]}", "columns", "pid", "user",
 	    "python", "unix", "tcp", "command", "rows");
+	cmd_list_clean();
 	pids = cmd_list_pids(&n);
 	for (i = 0; i < n; i++) {
 		ep.pid = pids[i];

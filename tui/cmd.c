@@ -197,8 +197,8 @@ cmd_print_man(FILE *f)
 	      "0 or unset: off; 1 (followed): this process; 2 (nested): this "
 	      "process and its Python children; regex:PATTERN or NAME.py: "
 	      "only matching scripts\n"
-	      ".TP\n.B PROBING_AUTH_TOKEN\nbearer token required on TCP; also "
-	      "sent by the client\n",
+	      ".TP\n.B PROBING_AUTH_TOKEN\nbearer token required on TCP (with "
+	      "none set, TCP stays closed); also sent by the client\n",
 	    f);
 	for (i = 0; i < CONFIG_COUNT; i++) {
 		if (config_keys[i].env == NULL)
@@ -209,7 +209,9 @@ cmd_print_man(FILE *f)
 	}
 	fputs(".TP\n.B NO_COLOR\ndisables colour in output\n"
 	      ".SH EXIT STATUS\n0 success, 1 failure, 2 usage error.\n"
-	      ".SH FILES\n/tmp/probing\\-PID.log, the agent's log\n",
+	      ".SH FILES\n$XDG_RUNTIME_DIR/probing/PID.log, else "
+	      "/tmp/probing\\-UID/PID.log: the agent's log (removed when the "
+	      "process exits); PID.init next to it: inject \\-D settings\n",
 	    f);
 }
 

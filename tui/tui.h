@@ -77,8 +77,13 @@ extern const struct cmd_entry cmd_trace_entry;
 int client_request(const struct endpoint *, const char *token,
     const char *method, const char *path, json_t *body, int gil_timeout_ms,
     int wait_ms, json_t **reply, int *status, char **cause);
-/* True if pid has a live agent listening on its unix socket. */
-int client_probe_pid(pid_t pid);
+/* 1 if pid's own agent listens on its unix socket, 0 if none does, -1
+ * with *cause if another process holds the name. */
+int client_probe_pid(pid_t pid, char **cause);
+
+/* peer.c: 0 when the listener behind the unix socket fd is pid (or a
+ * thread of it) as pid's uid or root; else -1 with *cause. */
+int peer_check(int fd, pid_t pid, char **cause);
 
 /* cmd-list.c */
 char *cmd_list_cmdline(pid_t);

@@ -162,30 +162,41 @@ def free_port():
     return port
 
 
-def test_tcp_port_live_loopback_without_token(spawn):
-    p = spawn("idle.py")
+def test_tcp_port_stays_closed_without_a_token(spawn):
+    port = free_port()
+    p = spawn("idle.py", env={"PROBING_PORT": str(port)})
+    assert "not serving tcp port %d" % port in p.err() and "PROBING_AUTH_TOKEN" in p.err()
+    assert probing("-t", p.pid, "config", "probing.server.port").stdout == "0\n"
+    r = probing("-t", p.pid, "config", "probing.server.port=%d" % port)
+    assert r.returncode == 1 and r.stdout == ""
+    assert "not serving tcp port %d" % port in r.stderr and "PROBING_AUTH_TOKEN" in r.stderr
+    conns = subprocess.run(["ss", "-ltnH", "sport = :%d" % port], capture_output=True, text=True).stdout
+    assert conns.strip() == ""
+    r = probing("-t", "127.0.0.1:%d" % port, "query", "SELECT 5")
+    assert r.returncode == 1 and "cannot connect" in r.stderr
+
+
+def test_tcp_port_live_with_a_token(spawn):
+    env = {"PROBING_AUTH_TOKEN": "t0k"}
+    p = spawn("idle.py", env=env)
     port = free_port()
     assert probing("-t", p.pid, "config", "probing.server.port=%d" % port).returncode == 0
-    r = probing("-t", "127.0.0.1:%d" % port, "query", "SELECT 5")
+    r = probing("-t", "127.0.0.1:%d" % port, "query", "SELECT 5", env=env)
     assert r.returncode == 0 and "5" in r.stdout
-    conns = subprocess.run(["ss", "-ltnH", "sport = :%d" % port], capture_output=True, text=True).stdout
-    assert "127.0.0.1:%d" % port in conns
-    log = open("/tmp/probing-%d.log" % p.pid).read()
-    assert "loopback only" in log
     # moving it: the old port stops answering
     port2 = free_port()
     assert probing("-t", p.pid, "config", "probing.server.port=%d" % port2).returncode == 0
-    assert probing("-t", "127.0.0.1:%d" % port2, "query", "SELECT 1").returncode == 0
-    r = probing("-t", "127.0.0.1:%d" % port, "query", "SELECT 1")
+    assert probing("-t", "127.0.0.1:%d" % port2, "query", "SELECT 1", env=env).returncode == 0
+    r = probing("-t", "127.0.0.1:%d" % port, "query", "SELECT 1", env=env)
     assert r.returncode == 1 and "cannot connect" in r.stderr
     assert probing("-t", p.pid, "config", "probing.server.port=0").returncode == 0
-    assert probing("-t", "127.0.0.1:%d" % port2, "query", "SELECT 1").returncode == 1
+    assert probing("-t", "127.0.0.1:%d" % port2, "query", "SELECT 1", env=env).returncode == 1
 
 
 def test_tcp_port_in_use_changes_nothing(spawn):
-    p = spawn("idle.py")
+    p = spawn("idle.py", env={"PROBING_AUTH_TOKEN": "t0k"})
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    s.bind(("0.0.0.0", 0))
     s.listen(1)
     port = s.getsockname()[1]
     r = probing("-t", p.pid, "config", "probing.server.port=%d" % port)
@@ -198,6 +209,10 @@ def test_tcp_token_required_except_health(spawn):
     port = free_port()
     p = spawn("idle.py", env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": "s3cret"})
     wait_for(lambda: curl(p.pid, "/health", port=port)[0] == 200, 10, "tcp health")
+    # without the token TCP says only that it is alive
+    assert json.loads(curl(p.pid, "/health", port=port)[1]) == {"alive": True}
+    code, body = curl(p.pid, "/health", port=port, headers=["Authorization: bEaReR s3cret"])
+    assert code == 200 and json.loads(body)["pid"] == p.pid
     code, body = curl(p.pid, "/query", '{"sql": "SELECT 1"}', port=port)
     assert code == 401 and "missing token" in body
     code, body = curl(p.pid, "/query", '{"sql": "SELECT 1"}', port=port,
