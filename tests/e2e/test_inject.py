@@ -182,10 +182,12 @@ def test_inject_d_settings_in_force_from_the_start(spawn):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    p = spawn("idle.py", probing=None, wait=False)
+    # TCP is served only with a token, which the job has in its environment
+    p = spawn("idle.py", probing=None, wait=False, env={"PROBING_AUTH_TOKEN": "t0k"})
     p.wait_out("ready")
     assert_injected(p, "-D", "probing.server.port=%d" % port, "-D", "probing.sample_rate=0.5")
-    r = probing("-t", "127.0.0.1:%d" % port, "config", "probing.sample_rate")
+    r = probing("-t", "127.0.0.1:%d" % port, "config", "probing.sample_rate",
+                env={"PROBING_AUTH_TOKEN": "t0k"})
     assert r.stdout == "0.5\n"
 
 
