@@ -24,7 +24,9 @@ agent_python_version(void)
 	return agent_pyver;
 }
 
-/* Fork child: the parent's threads are gone and its sockets are not ours. */
+/* Fork child: the parent's threads are gone, and none of the agent's fds
+ * (sockets, the event loop's epoll, pipe and eventfd, the log) stays
+ * open in it. */
 static void
 agent_atfork_child(void)
 {
@@ -32,6 +34,7 @@ agent_atfork_child(void)
 	server_after_fork();
 	py_after_fork();
 	bt_native_after_fork();
+	log_after_fork();
 }
 
 /* Checks the interpreter is the version this agent was built for. */
@@ -182,6 +185,24 @@ agent_py_table_register(PyObject *self, PyObject *args, PyObject *kw)
 	Py_RETURN_NONE;
 }
 
+/* table_unregister(name): removes python.<name>. */
+static PyObject *
+agent_py_table_unregister(PyObject *self, PyObject *args)
+{
+	const char *name;
+	char *cause = NULL;
+
+	(void)self;
+	if (!PyArg_ParseTuple(args, "s:table_unregister", &name))
+		return NULL;
+	if (tbl_python_remove(name, &cause) != 0) {
+		PyErr_SetString(PyExc_ValueError, cause_str(cause));
+		free(cause);
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef agent_py_methods[] = {
 	{ "socket", agent_py_socket, METH_NOARGS,
 	    "the agent's unix socket name, or None when it did not start" },
@@ -192,6 +213,8 @@ static PyMethodDef agent_py_methods[] = {
 	    "table_register(name, fn, columns=None): each query of "
 	    "python.<name> calls fn() for its rows (dicts, or tuples with "
 	    "columns); registering a name again replaces it" },
+	{ "table_unregister", agent_py_table_unregister, METH_VARARGS,
+	    "table_unregister(name): removes the user table python.<name>" },
 	{ NULL, NULL, 0, NULL },
 };
 

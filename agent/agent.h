@@ -111,6 +111,9 @@ void conn_after_fork(void);
 /* server.c */
 int server_start(char **cause);
 void server_after_fork(void);
+/* On a request's thread: true once its client has closed the connection
+ * (it will read no answer). */
+int server_client_gone(void);
 
 /* py.c: running C functions under the GIL on a py worker. */
 typedef int (*py_fn)(void *arg, char **cause);
@@ -132,10 +135,18 @@ long py_gil_holder_tid(void);
 
 /* store.c: the SQLite store, serialized by its own lock. */
 int store_open(char **cause);
-/* Runs sql and returns {"columns","types","rows"} or NULL with *cause. */
-json_t *store_query(const char *sql, int timeout_ms, char **cause);
+/* Runs sql and returns {"columns","types","rows"}, or NULL with *cause
+ * and *status (504 when it ran out of time, 413 when too big). It stops
+ * after timeout_ms or when the client goes away. */
+json_t *store_query(
+    const char *sql, int timeout_ms, int *status, char **cause);
 /* The timeout for GIL-needing tables in the query running now. */
 int store_timeout_ms(void);
+/* Is name (any case) one of the built-in python.* tables? Any thread. */
+int store_is_builtin(const char *name);
+/* probing.max_result_bytes, and the message for a result past it. */
+size_t store_result_limit(void);
+void store_too_big(char **cause);
 /* Store lock held: runs sql for the agent itself, which may drop virtual
  * tables that users may not. 0, or -1 with *cause. */
 int store_exec_internal(sqlite3 *, const char *sql, char **cause);
@@ -319,7 +330,12 @@ int tbl_register_all(sqlite3 *, char **cause);
 json_t *metrics_run(json_t *body, int timeout_ms, int *status, char **cause);
 
 /* eval.c: eval, completion and the repl's statements (see proto.h). */
-json_t *eval_run(const char *code, int timeout_ms, char **cause);
+/* On a request's own thread: runs code on a new thread and waits for its
+ * end, stopping it after timeout_ms or when the client goes away. NULL
+ * with *cause and *status when it could not run or did not stop. */
+json_t *eval_run(const char *code, int timeout_ms, int *status, char **cause);
+/* The evals running now, as a query result (no GIL). */
+json_t *eval_list(void);
 json_t *eval_complete(const char *text, int timeout_ms, char **cause);
 json_t *eval_start(const char *code, int final, int timeout_ms, char **cause);
 /* Runs on a request thread without the GIL; waits up to wait_ms. */
@@ -333,6 +349,9 @@ void eval_init(void);
 /* GIL held: registers or replaces name; -1 with *cause (bad arguments). */
 int tbl_python_add(
     const char *name, PyObject *fn, PyObject *columns, char **cause);
+/* GIL held: removes user table name (its SQLite table goes at the next
+ * query); -1 with *cause for a built-in or unknown name. */
+int tbl_python_remove(const char *name, char **cause);
 /* Store lock held, at the start of each query: calls the functions of
  * the tables sql names and makes their tables match. */
 int tbl_python_refresh(

@@ -153,32 +153,28 @@ def _format_only(e):
 
 
 def run(code):
-    """`probing eval`: runs code as a module; a final bare expression
-    prints its repr. Returns (output, traceback text or None)."""
+    """`probing eval`: runs code as a module on the eval's own thread
+    (between push and pop); a final bare expression prints its repr.
+    Returns (traceback text or None, False)."""
     import ast
-    buf = io.StringIO()
-    err = None
+    out = _bufs[_thread.get_ident()]
     g = sys.modules["__main__"].__dict__
-    push(buf)
     try:
-        try:
-            tree = ast.parse(code, "<probing>", "exec")
-        except (SyntaxError, ValueError) as e:
-            return buf.getvalue(), _format_only(e)
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        try:
-            exec(compile(tree, "<probing>", "exec"), g)
-            if last is not None:
-                v = eval(compile(last, "<probing>", "eval"), g)
-                if v is not None:
-                    buf.write(repr(v) + "\n")
-        except BaseException as e:
-            err = _format(e, 1)
-    finally:
-        pop()
-    return buf.getvalue(), err
+        tree = ast.parse(code, "<probing>", "exec")
+    except (SyntaxError, ValueError) as e:
+        return _format_only(e), False
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    try:
+        exec(compile(tree, "<probing>", "exec"), g)
+        if last is not None:
+            v = eval(compile(last, "<probing>", "eval"), g)
+            if v is not None:
+                out.write(repr(v) + "\n")
+    except BaseException as e:
+        return _format(e, 1), False
+    return None, False
 
 
 _compiler = None
@@ -207,8 +203,9 @@ def compile_interactive(src, final):
 
 
 class Emit:
-    """A repl statement's output: each write goes to the agent at once,
-    so the client sees it while the statement runs."""
+    """An eval's output: each write goes to the agent at once (a repl
+    client sees it while the statement runs); past the agent's limit it
+    raises."""
 
     def __init__(self, job):
         self._job = job
@@ -285,6 +282,14 @@ def table(name=None, *, columns=None):
 table.__module__ = "probing"
 
 
+def untable(name):
+    """untable("name") removes the user table python.<name>."""
+    sys.modules["probing._core"].table_unregister(name)
+
+
+untable.__module__ = "probing"
+
+
 def provide(core):
     """Makes `from probing import table` work in a process whose agent was
     injected: probing._core is this agent, and `probing` is a small module
@@ -315,4 +320,5 @@ def provide(core):
     m.__path__ = []
     m._core = mods["probing._core"]
     m.table = table
+    m.untable = untable
     mods["probing"] = m

@@ -30,6 +30,7 @@ static pthread_cond_t py_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t py_done = PTHREAD_COND_INITIALIZER;
 static TAILQ_HEAD(, py_job) py_queue = TAILQ_HEAD_INITIALIZER(py_queue);
 static int py_started;
+static int py_busy; /* workers running a job; py_lock */
 
 /* Waits for work, takes the GIL, runs one job, gives the GIL back. The
  * thread state is created once and kept. */
@@ -56,6 +57,7 @@ py_worker(void *unused)
 		if (job != NULL) {
 			TAILQ_REMOVE(&py_queue, job, entry);
 			job->state = PY_RUNNING;
+			py_busy++;
 		}
 		pthread_mutex_unlock(&py_lock);
 		if (job != NULL) {
@@ -66,6 +68,7 @@ py_worker(void *unused)
 		ts = PyEval_SaveThread();
 		if (job != NULL) {
 			pthread_mutex_lock(&py_lock);
+			py_busy--;
 			job->state = PY_DONE;
 			pthread_cond_broadcast(&py_done);
 			pthread_mutex_unlock(&py_lock);
@@ -137,7 +140,7 @@ py_run(py_fn fn, void *arg, int timeout_ms, char **cause)
 	struct py_job job = { .fn = fn, .arg = arg, .state = PY_QUEUED };
 	struct timespec deadline;
 	char holder[256];
-	int err = 0;
+	int err = 0, busy;
 
 	if (py_available(cause) != 0)
 		return -1;
@@ -160,7 +163,16 @@ py_run(py_fn fn, void *arg, int timeout_ms, char **cause)
 		err = pthread_cond_timedwait(&py_done, &py_lock, &deadline);
 	if (job.state == PY_QUEUED) {
 		TAILQ_REMOVE(&py_queue, &job, entry);
+		busy = py_busy;
 		pthread_mutex_unlock(&py_lock);
+		if (busy >= PY_WORKERS) {
+			cause_set(cause,
+			    "both of the agent's python workers stayed busy "
+			    "with other requests for %d ms; the request was "
+			    "dropped",
+			    timeout_ms);
+			return -1;
+		}
 		py_gil_holder(holder, sizeof holder);
 		cause_set(cause,
 		    "could not take the GIL within %d ms: it is held by %s; "

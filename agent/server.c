@@ -1,8 +1,15 @@
 /* The HTTP server: routes, peer checks, tokens, and request threads.
  *
- * The loop thread owns every libevent object. Routes marked inline run on
- * it; the others run on request threads and hand their reply back through
- * an event made active from that thread. */
+ * The loop thread owns every libevent object. Routes marked SERVER_INLINE
+ * run on it; SERVER_POOL ones on the request threads; SERVER_THREAD ones
+ * (evals, which may run long) each on a thread of their own, so that they
+ * never hold the request threads queries and config need. Off the loop,
+ * a route hands its reply back through an event made active from its
+ * thread. libevent stops reading a connection once its request is in, so
+ * the connection (and its fd) stays until the reply is sent; a request's
+ * thread polls that fd to learn that its client went away. */
+#include <poll.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -35,11 +42,18 @@
 typedef json_t *(*server_run_fn)(
     json_t *body, int timeout_ms, int *status, char **cause);
 
+/* Where a route's work runs. */
+enum server_where {
+	SERVER_POOL,   /* a request thread */
+	SERVER_INLINE, /* cheap: the loop thread */
+	SERVER_THREAD, /* may run long: a thread of its own */
+};
+
 struct server_route {
 	const char *path;
 	enum evhttp_cmd_type method;
-	int public;  /* served on TCP without a token */
-	int inline_; /* cheap: runs on the loop thread */
+	int public; /* served on TCP without a token */
+	enum server_where where;
 	server_run_fn run;
 };
 
@@ -50,6 +64,7 @@ struct server_job {
 	const struct server_route *route;
 	json_t *body;
 	int timeout_ms;
+	int fd; /* the connection's socket, for server_client_gone */
 	int status;
 	json_t *reply;
 	char *cause;
@@ -64,6 +79,11 @@ static int server_tcp_fd = -1;
 static struct evhttp_bound_socket *server_tcp;
 static struct evhttp_bound_socket *server_unix;
 static char *server_token;
+/* The fds libevent opened for the loop (epoll, its pipe, an eventfd);
+ * a forked child closes them. */
+#define SERVER_MAX_BASE_FDS 8
+static int server_base_fds[SERVER_MAX_BASE_FDS];
+static int server_nbase_fds;
 
 static pthread_mutex_t server_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t server_work = PTHREAD_COND_INITIALIZER;
@@ -122,22 +142,25 @@ server_query(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	const char *sql = server_arg(body, "sql", cause);
 
-	(void)status;
-	return sql != NULL ? store_query(sql, timeout_ms, cause) : NULL;
+	return sql != NULL ? store_query(sql, timeout_ms, status, cause) : NULL;
 }
 
 static json_t *
 server_eval(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	const char *code = server_arg(body, "code", cause);
-	json_t *r;
 
-	if (code == NULL)
-		return NULL;
-	r = eval_run(code, timeout_ms, cause);
-	if (r == NULL)
-		*status = 503;
-	return r;
+	return code != NULL ? eval_run(code, timeout_ms, status, cause) : NULL;
+}
+
+static json_t *
+server_evals(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	(void)body;
+	(void)timeout_ms;
+	(void)status;
+	(void)cause;
+	return eval_list();
 }
 
 static json_t *
@@ -262,17 +285,21 @@ server_config_set(json_t *body, int timeout_ms, int *status, char **cause)
 }
 
 static const struct server_route server_routes[] = {
-	{ PROTO_HEALTH, EVHTTP_REQ_GET, 1, 1, server_health },
-	{ PROTO_IDENTITY, EVHTTP_REQ_GET, 0, 0, server_identity },
-	{ PROTO_QUERY, EVHTTP_REQ_POST, 0, 0, server_query },
-	{ PROTO_EVAL, EVHTTP_REQ_POST, 0, 0, server_eval },
-	{ PROTO_COMPLETE, EVHTTP_REQ_POST, 0, 0, server_complete },
-	{ PROTO_EVAL_START, EVHTTP_REQ_POST, 0, 0, server_eval_start },
-	{ PROTO_EVAL_WAIT, EVHTTP_REQ_POST, 0, 0, server_eval_wait },
-	{ PROTO_EVAL_INTERRUPT, EVHTTP_REQ_POST, 0, 0, server_eval_interrupt },
-	{ PROTO_CONFIG, EVHTTP_REQ_GET, 0, 1, server_config_get },
-	{ PROTO_CONFIG, EVHTTP_REQ_POST, 0, 0, server_config_set },
-	{ PROTO_METRICS, EVHTTP_REQ_GET, 0, 0, metrics_run },
+	{ PROTO_HEALTH, EVHTTP_REQ_GET, 1, SERVER_INLINE, server_health },
+	{ PROTO_IDENTITY, EVHTTP_REQ_GET, 0, SERVER_POOL, server_identity },
+	{ PROTO_QUERY, EVHTTP_REQ_POST, 0, SERVER_POOL, server_query },
+	{ PROTO_EVAL, EVHTTP_REQ_POST, 0, SERVER_THREAD, server_eval },
+	{ PROTO_EVALS, EVHTTP_REQ_GET, 0, SERVER_INLINE, server_evals },
+	{ PROTO_COMPLETE, EVHTTP_REQ_POST, 0, SERVER_POOL, server_complete },
+	{ PROTO_EVAL_START, EVHTTP_REQ_POST, 0, SERVER_THREAD,
+	    server_eval_start },
+	{ PROTO_EVAL_WAIT, EVHTTP_REQ_POST, 0, SERVER_THREAD,
+	    server_eval_wait },
+	{ PROTO_EVAL_INTERRUPT, EVHTTP_REQ_POST, 0, SERVER_POOL,
+	    server_eval_interrupt },
+	{ PROTO_CONFIG, EVHTTP_REQ_GET, 0, SERVER_INLINE, server_config_get },
+	{ PROTO_CONFIG, EVHTTP_REQ_POST, 0, SERVER_POOL, server_config_set },
+	{ PROTO_METRICS, EVHTTP_REQ_GET, 0, SERVER_POOL, metrics_run },
 };
 
 /* Sends obj (stolen) with status; a JSON string goes as plain text. */
@@ -311,15 +338,30 @@ server_error(struct evhttp_request *req, int status, const char *msg)
 	server_send(req, status, json_pack("{s:s}", "error", msg));
 }
 
+/* The fd of the request the calling thread serves, or -1. */
+static _Thread_local int server_job_fd = -1;
+
+int
+server_client_gone(void)
+{
+	struct pollfd pfd = { server_job_fd, POLLRDHUP, 0 };
+
+	if (server_job_fd < 0 || poll(&pfd, 1, 0) != 1)
+		return 0;
+	return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 /* Runs a route's work and stores the reply or error in job. */
 static void
 server_job_run(struct server_job *job)
 {
+	server_job_fd = job->fd;
 	job->status = 200;
 	job->reply = job->route->run(
 	    job->body, job->timeout_ms, &job->status, &job->cause);
 	if (job->reply == NULL && job->status == 200)
 		job->status = 400;
+	server_job_fd = -1;
 }
 
 static void
@@ -365,6 +407,39 @@ server_thread_main(void *unused)
 		event_active(job->done, EV_READ, 0);
 	}
 	return NULL;
+}
+
+/* A SERVER_THREAD route's thread: runs one job. */
+static void *
+server_own_thread(void *arg)
+{
+	struct server_job *job = arg;
+
+	pthread_setname_np(pthread_self(), "probing-req");
+	server_job_run(job);
+	event_active(job->done, EV_READ, 0);
+	return NULL;
+}
+
+/* Starts a thread for job; 0 or -1 with *cause. */
+static int
+server_start_own(struct server_job *job, char **cause)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int err;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	err = pthread_create(&t, &attr, server_own_thread, job);
+	pthread_attr_destroy(&attr);
+	if (err != 0) {
+		cause_set(cause, "cannot start a request thread: %s",
+		    strerror(err));
+		return -1;
+	}
+	return 0;
 }
 
 /* Queues a job, starting the request threads the first time. */
@@ -509,6 +584,8 @@ server_handle(struct evhttp_request *req, void *unused)
 	}
 	job->req = req;
 	job->route = r;
+	job->fd = (int)bufferevent_getfd(evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req)));
 	job->timeout_ms = PROTO_DEFAULT_GIL_MS;
 	t = evhttp_find_header(
 	    evhttp_request_get_input_headers(req), PROTO_TIMEOUT_HDR);
@@ -529,13 +606,15 @@ server_handle(struct evhttp_request *req, void *unused)
 			return;
 		}
 	}
-	if (r->inline_) {
+	if (r->where == SERVER_INLINE) {
 		server_job_run(job);
 		server_job_done(-1, 0, job);
 		return;
 	}
 	job->done = event_new(server_base, -1, 0, server_job_done, job);
-	if (job->done == NULL || server_queue_job(job, &cause) != 0) {
+	if (job->done == NULL ||
+	    (r->where == SERVER_THREAD ? server_start_own(job, &cause)
+				       : server_queue_job(job, &cause)) != 0) {
 		server_error(req, 500, cause ? cause : "out of memory");
 		free(cause);
 		server_job_free(job);
@@ -665,9 +744,65 @@ server_loop(void *unused)
 	return NULL;
 }
 
+/* Fills open (a bitmap of n bytes) with the fds open now. */
+static void
+server_open_fds(unsigned char *open, size_t n)
+{
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+	long fd;
+
+	memset(open, 0, n);
+	if (dir == NULL)
+		return;
+	while ((d = readdir(dir)) != NULL) {
+		fd = strtol(d->d_name, NULL, 10);
+		if (fd >= 0 && (size_t)fd < n * 8 && fd != dirfd(dir) &&
+		    d->d_name[0] != '.')
+			open[fd / 8] |= (unsigned char)(1u << (fd % 8));
+	}
+	closedir(dir);
+}
+
+/* Notes the fds opened since before (a bitmap from server_open_fds) that
+ * are what libevent makes: an epoll, a pipe, an eventfd. */
+static void
+server_note_base_fds(const unsigned char *before, size_t n)
+{
+	static const char *const kinds[] = { "anon_inode:[eventpoll]",
+		"pipe:", "anon_inode:[eventfd]" };
+	unsigned char *now = malloc(n);
+	char path[64], link[128];
+	ssize_t len;
+	size_t fd, k;
+
+	if (now == NULL)
+		return;
+	server_open_fds(now, n);
+	for (fd = 0; fd < n * 8 && server_nbase_fds < SERVER_MAX_BASE_FDS;
+	     fd++) {
+		if (!(now[fd / 8] & (1u << (fd % 8))) ||
+		    (before[fd / 8] & (1u << (fd % 8))))
+			continue;
+		snprintf(path, sizeof path, "/proc/self/fd/%zu", fd);
+		len = readlink(path, link, sizeof link - 1);
+		if (len <= 0)
+			continue;
+		link[len] = '\0';
+		for (k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+			if (strncmp(link, kinds[k], strlen(kinds[k])) == 0) {
+				server_base_fds[server_nbase_fds++] = (int)fd;
+				break;
+			}
+		}
+	}
+	free(now);
+}
+
 int
 server_start(char **cause)
 {
+	unsigned char *fds_before = malloc(8192);
 	struct sockaddr_un sun;
 	char name[64];
 	const char *token = getenv("PROBING_AUTH_TOKEN");
@@ -678,8 +813,14 @@ server_start(char **cause)
 	if (token != NULL && *token != '\0')
 		server_token = strdup(token);
 	evthread_use_pthreads();
+	if (fds_before != NULL)
+		server_open_fds(fds_before, 8192);
 	server_base = event_base_new();
 	server_http = server_base ? evhttp_new(server_base) : NULL;
+	if (fds_before != NULL) {
+		server_note_base_fds(fds_before, 8192);
+		free(fds_before);
+	}
 	if (server_http == NULL) {
 		cause_set(cause, "cannot create the event loop");
 		return -1;
@@ -733,7 +874,10 @@ server_start(char **cause)
 void
 server_after_fork(void)
 {
-	/* The child must not accept the parent's connections. */
+	int i;
+
+	/* The child must not accept the parent's connections, nor keep
+	 * the loop's fds. */
 	if (server_unix_fd >= 0)
 		close(server_unix_fd);
 	if (server_tcp_fd >= 0)
@@ -741,6 +885,9 @@ server_after_fork(void)
 	server_unix_fd = server_tcp_fd = -1;
 	server_unix = server_tcp = NULL;
 	conn_after_fork();
+	for (i = 0; i < server_nbase_fds; i++)
+		close(server_base_fds[i]);
+	server_nbase_fds = 0;
 	pthread_mutex_init(&server_lock, NULL);
 	pthread_cond_init(&server_work, NULL);
 	TAILQ_INIT(&server_queue);

@@ -69,6 +69,7 @@ struct tbl_python {
 	PyObject *fn;      /* GIL */
 	PyObject *columns; /* GIL: a tuple of str, or NULL */
 	unsigned version;  /* bumped by each registration; tbl_python_lock */
+	int removed;       /* by untable; tbl_python_lock */
 	/* The store's lock: */
 	unsigned made_version;       /* version its table was made for */
 	char *decl;                  /* the CREATE TABLE text, NULL before */
@@ -134,6 +135,13 @@ tbl_python_check_name(const char *name, char **cause)
 	}
 	if (strncasecmp(name, "sqlite_", 7) == 0)
 		goto bad;
+	if (store_is_builtin(name)) {
+		cause_set(cause,
+		    "python.%s is a built-in table of the agent: register the "
+		    "function under another name",
+		    name);
+		return -1;
+	}
 	return 0;
 bad:
 	cause_set(cause,
@@ -149,6 +157,7 @@ tbl_python_add(const char *name, PyObject *fn, PyObject *columns, char **cause)
 	struct tbl_python *t;
 	PyObject *cols = NULL, *old_fn, *old_cols, *item;
 	Py_ssize_t i;
+	int fresh = 0;
 
 	pthread_once(&tbl_python_once, tbl_python_init_once);
 	if (tbl_python_check_name(name, cause) != 0)
@@ -176,6 +185,7 @@ tbl_python_add(const char *name, PyObject *fn, PyObject *columns, char **cause)
 		if (t == NULL)
 			goto nomem;
 		snprintf(t->name, sizeof t->name, "%s", name);
+		fresh = 1;
 	}
 	old_fn = t->fn;
 	old_cols = t->columns;
@@ -183,7 +193,8 @@ tbl_python_add(const char *name, PyObject *fn, PyObject *columns, char **cause)
 	t->columns = cols;
 	pthread_mutex_lock(&tbl_python_lock);
 	t->version++;
-	if (old_fn == NULL) {
+	t->removed = 0;
+	if (fresh) {
 		t->next = tbl_python_list;
 		tbl_python_list = t;
 	}
@@ -203,6 +214,36 @@ bad_cols:
 	    "column names (str)",
 	    name);
 	return -1;
+}
+
+int
+tbl_python_remove(const char *name, char **cause)
+{
+	struct tbl_python *t = tbl_python_find(name);
+	PyObject *fn, *cols;
+
+	if (store_is_builtin(name)) {
+		cause_set(cause,
+		    "python.%s is a built-in table of the agent and cannot be "
+		    "removed",
+		    name);
+		return -1;
+	}
+	pthread_mutex_lock(&tbl_python_lock);
+	if (t == NULL || t->removed) {
+		pthread_mutex_unlock(&tbl_python_lock);
+		cause_set(cause, "no user table python.%s", name);
+		return -1;
+	}
+	t->removed = 1;
+	t->version++;
+	fn = t->fn;
+	cols = t->columns;
+	t->fn = t->columns = NULL;
+	pthread_mutex_unlock(&tbl_python_lock);
+	Py_XDECREF(fn);
+	Py_XDECREF(cols);
+	return 0;
 }
 
 static void
@@ -928,6 +969,30 @@ static const sqlite3_module tbl_python_module = {
 	.xRowid = tbl_python_rowid,
 };
 
+/* Store lock held: drops the SQLite table of an untabled entry. */
+static int
+tbl_python_drop(sqlite3 *db, struct tbl_python *t, char **cause)
+{
+	char *sql;
+	int rc;
+
+	if (t->decl == NULL)
+		return 0;
+	sql = sqlite3_mprintf("DROP TABLE python.\"%w\"", t->name);
+	if (sql == NULL) {
+		cause_set(cause, "out of memory");
+		return -1;
+	}
+	rc = store_exec_internal(db, sql, cause);
+	sqlite3_free(sql);
+	if (rc != 0)
+		return -1;
+	sqlite3_free(t->decl);
+	t->decl = NULL;
+	tbl_python_cols_clear(&t->cols);
+	return 0;
+}
+
 /* Refreshes one table; 0, or -1 with *cause when the query must fail. */
 static int
 tbl_python_refresh_one(
@@ -974,7 +1039,7 @@ int
 tbl_python_refresh(sqlite3 *db, const char *sql, int timeout_ms, char **cause)
 {
 	struct tbl_python *t, *head;
-	int listing, named;
+	int listing, named, removed;
 
 	tbl_python_gen++;
 	pthread_mutex_lock(&tbl_python_lock);
@@ -996,6 +1061,14 @@ tbl_python_refresh(sqlite3 *db, const char *sql, int timeout_ms, char **cause)
 		/* Last query's rows are not needed any more. */
 		tbl_python_snap_unref(t->snap);
 		t->snap = NULL;
+		pthread_mutex_lock(&tbl_python_lock);
+		removed = t->removed;
+		pthread_mutex_unlock(&tbl_python_lock);
+		if (removed) {
+			if (tbl_python_drop(db, t, cause) != 0)
+				return -1;
+			continue;
+		}
 		named = tbl_python_mentions(sql, t->name);
 		if (!named && !listing)
 			continue;

@@ -24,6 +24,10 @@ const struct config_key config_keys[CONFIG_COUNT] = {
 	    "trace torch module calls and optimizer steps" },
 	[CONFIG_BACKTRACE_NATIVE] = { "probing.backtrace.native", CONFIG_BOOL,
 	    "true", NULL, 0, 1, "include native (C) frames in backtraces" },
+	[CONFIG_MAX_RESULT_BYTES] = { "probing.max_result_bytes", CONFIG_INT,
+	    "67108864", NULL, 4096, 1073741824,
+	    "the largest query result or eval output, in bytes; a larger one "
+	    "fails while it is built" },
 };
 
 static const char *const config_true[] = { "true", "1", "on", "yes" };

@@ -107,3 +107,15 @@ log_info(const char *fmt, ...)
 	}
 	pthread_mutex_unlock(&log_lock);
 }
+
+void
+log_after_fork(void)
+{
+	/* The lock may have been held by a thread that is gone. The FILE is
+	 * dropped, not closed: fclose could write a half line the parent's
+	 * thread left in its buffer. */
+	pthread_mutex_init(&log_lock, NULL);
+	if (log_file != NULL)
+		close(fileno(log_file));
+	log_file = NULL;
+}

@@ -16,5 +16,7 @@ void log_remove(void);
 /* Appends one time-stamped line; thread-safe, never writes to stdout. */
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *log_path(void);
+/* Fork child: closes the log's fd; from then on logging goes nowhere. */
+void log_after_fork(void);
 
 #endif

@@ -65,7 +65,8 @@ proto_dechunk(
 		if (!isxdigit((unsigned char)*p))
 			goto bad;
 		size = strtoul(p, &num_end, 16);
-		if (num_end > eol || size > PROTO_MAX_BODY * 64UL)
+		if (num_end > eol || size > PROTO_MAX_ANSWER ||
+		    total + size > PROTO_MAX_ANSWER)
 			goto bad;
 		p = eol + 1;
 		if (size == 0)
@@ -138,8 +139,13 @@ proto_parse_response(const char *buf, size_t len, int eof,
 		if (vlen == 0 || !isdigit((unsigned char)*v))
 			goto bad_length;
 		clen = strtoul(v, &e, 10);
-		if (e != v + vlen || clen > PROTO_MAX_BODY * 64UL)
+		if (e != v + vlen)
 			goto bad_length;
+		if (clen > PROTO_MAX_ANSWER) {
+			cause_set(cause, "answer larger than %zu MB",
+			    (size_t)PROTO_MAX_ANSWER >> 20);
+			return -1;
+		}
 		if (len - off < clen) {
 			if (!eof)
 				return 0;

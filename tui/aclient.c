@@ -190,7 +190,7 @@ aclient_try_reply(struct aclient *ac, int eof)
 		return;
 	}
 	if (rc < 0) {
-		snprintf(msg, sizeof msg, "%s sent a malformed reply: %s",
+		snprintf(msg, sizeof msg, "malformed answer from %s: %s",
 		    ac->ep.name, cause_str(cause));
 		free(cause);
 		aclient_fail(ac, 0, "%s", msg);
@@ -201,7 +201,7 @@ aclient_try_reply(struct aclient *ac, int eof)
 	r.body = json_loadb(resp.body, resp.body_len, 0, &jerr);
 	if (r.body == NULL) {
 		snprintf(msg, sizeof msg,
-		    "%s sent a malformed reply (http %d): %s", ac->ep.name,
+		    "malformed answer from %s (http %d): %s", ac->ep.name,
 		    resp.status, jerr.text);
 		r.cause = msg;
 	} else if (resp.status != 200) {

@@ -18,6 +18,29 @@
 #include "tui.h"
 
 #define CLIENT_CONNECT_MS 5000
+/* How much longer than the request's own timeout the CLI waits for an
+ * answer when the command sets no deadline of its own. */
+#define CLIENT_GRACE_MS 10000
+
+volatile sig_atomic_t client_interrupted;
+
+static void
+client_on_sigint(int sig)
+{
+	(void)sig;
+	client_interrupted = 1;
+}
+
+void
+client_catch_sigint(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = client_on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL); /* no SA_RESTART: poll returns */
+}
 
 static long
 client_now_ms(void)
@@ -142,27 +165,69 @@ client_write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* The message for a target that did not answer in time: a stopped
+ * process is named as such. */
+static void
+client_no_answer(const struct endpoint *ep, int wait_ms, char **cause)
+{
+	char path[64], buf[512], *p, state = '?';
+	FILE *f;
+
+	if (ep->kind == ENDPOINT_PID) {
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)ep->pid);
+		f = fopen(path, "re");
+		if (f != NULL) {
+			if (fgets(buf, sizeof buf, f) != NULL &&
+			    (p = strrchr(buf, ')')) != NULL && p[1] == ' ')
+				state = p[2];
+			fclose(f);
+		}
+		if (state == 'T' || state == 't') {
+			cause_set(cause,
+			    "pid %d is stopped (state %c): resume it with "
+			    "kill -CONT %d",
+			    (int)ep->pid, state, (int)ep->pid);
+			return;
+		}
+	}
+	cause_set(cause,
+	    "%s did not answer within %.1f s: its agent is wedged or the "
+	    "process is too busy to run it",
+	    ep->name, wait_ms / 1000.0);
+}
+
 /* Reads until a whole response is in; returns 0 or -1 with *cause. */
 static int
 client_read_reply(int fd, const struct endpoint *ep, int wait_ms,
     struct proto_response *resp, char **cause)
 {
-	char *buf = NULL;
+	char *buf = NULL, *why = NULL;
 	size_t len = 0, cap = 0;
-	long deadline = wait_ms > 0 ? client_now_ms() + wait_ms : 0;
+	long start = client_now_ms(), deadline = start + wait_ms;
 	struct pollfd pfd = { fd, POLLIN, 0 };
 	ssize_t n;
 	int rc = 0, eof = 0, left;
 
 	for (;;) {
+		if (len > PROTO_MAX_ANSWER) {
+			cause_set(cause, "answer from %s larger than %zu MB",
+			    ep->name, (size_t)PROTO_MAX_ANSWER >> 20);
+			rc = -1;
+			break;
+		}
 		if (cap - len < 65536) {
 			cap = cap ? cap * 2 : 65536;
 			buf = xrealloc(buf, cap);
 		}
-		left = deadline ? (int)(deadline - client_now_ms()) : -1;
-		if (deadline && left <= 0) {
-			cause_set(cause, "%s did not answer within %d ms",
-			    ep->name, wait_ms);
+		left = (int)(deadline - client_now_ms());
+		if (client_interrupted) {
+			cause_set(cause, "interrupted after %.1f s",
+			    (double)(client_now_ms() - start) / 1000.0);
+			rc = -1;
+			break;
+		}
+		if (left <= 0) {
+			client_no_answer(ep, wait_ms, cause);
 			rc = -1;
 			break;
 		}
@@ -183,7 +248,15 @@ client_read_reply(int fd, const struct endpoint *ep, int wait_ms,
 		if (n == 0)
 			eof = 1;
 		len += (size_t)n;
-		rc = proto_parse_response(buf, len, eof, resp, cause);
+		rc = proto_parse_response(buf, len, eof, resp, &why);
+		if (rc < 0 && why != NULL && strncmp(why, "answer ", 7) == 0)
+			cause_set(cause, "%s from %s%s", "answer", ep->name,
+			    why + 6);
+		else if (rc < 0)
+			cause_set(cause, "malformed answer from %s: %s",
+			    ep->name, cause_str(why));
+		free(why);
+		why = NULL;
 		if (rc != 0)
 			break;
 	}
@@ -258,6 +331,8 @@ client_request(const struct endpoint *ep, const char *token, const char *method,
 		    cause, "sending to %s: %s", ep->name, strerror(errno));
 		goto out;
 	}
+	if (wait_ms <= 0)
+		wait_ms = gil_timeout_ms + CLIENT_GRACE_MS;
 	if (client_read_reply(fd, ep, wait_ms, &resp, cause) != 0)
 		goto out;
 	*status = resp.status;
@@ -266,7 +341,7 @@ client_request(const struct endpoint *ep, const char *token, const char *method,
 	    strcmp(path, PROTO_METRICS) == 0)
 		*reply = json_stringn(resp.body, resp.body_len);
 	if (*reply == NULL) {
-		cause_set(cause, "%s sent a malformed reply (http %d): %s",
+		cause_set(cause, "malformed answer from %s (http %d): %s",
 		    ep->name, resp.status, jerr.text);
 	} else if (resp.status != 200) {
 		err = json_object_get(*reply, "error");

@@ -15,7 +15,7 @@ cmd_config_list(struct cmd_ctx *ctx, int fmt)
 	json_t *all = json_pack("{s:[], s:[]}", "columns", "rows"), *r, *k;
 	json_t *cols;
 	char *cause = NULL;
-	int i, status, failed = 0;
+	int i, status, failed = 0, answered = 0;
 	size_t j;
 
 	if (ctx->ntargets > 1)
@@ -33,6 +33,7 @@ cmd_config_list(struct cmd_ctx *ctx, int fmt)
 			cause = NULL;
 			continue;
 		}
+		answered++;
 		json_array_foreach(json_object_get(r, "keys"), j, k)
 		{
 			json_t *row =
@@ -49,7 +50,9 @@ cmd_config_list(struct cmd_ctx *ctx, int fmt)
 		}
 		json_decref(r);
 	}
-	fmt_print(stdout, (enum fmt_kind)fmt, all);
+	/* Nothing on stdout when no target answered. */
+	if (answered > 0)
+		fmt_print(stdout, (enum fmt_kind)fmt, all);
 	json_decref(all);
 	return failed;
 }

@@ -14,12 +14,14 @@
 
 #define CMD_LIST_ACCEPTCON 0x10000
 
-/* Reads /proc/PID/cmdline with spaces for NULs; malloc'd. */
+/* Reads /proc/PID/cmdline with spaces for NULs and control characters
+ * escaped (\n, \t, \xNN), so that it is one line; malloc'd. */
 char *
 cmd_list_cmdline(pid_t pid)
 {
-	char path[64], buf[4096];
+	char path[64], buf[4096], *out, *o;
 	size_t n, i;
+	unsigned char c;
 	FILE *f;
 
 	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
@@ -30,11 +32,21 @@ cmd_list_cmdline(pid_t pid)
 	fclose(f);
 	while (n > 0 && buf[n - 1] == '\0')
 		n--;
-	for (i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	buf[n] = '\0';
-	return xstrdup(buf);
+	o = out = xmalloc(n * 4 + 1);
+	for (i = 0; i < n; i++) {
+		c = (unsigned char)buf[i];
+		if (c == '\0')
+			*o++ = ' ';
+		else if (c == '\n' || c == '\t' || c == '\r') {
+			*o++ = '\\';
+			*o++ = c == '\n' ? 'n' : c == '\t' ? 't' : 'r';
+		} else if (c < 0x20 || c == 0x7f)
+			o += sprintf(o, "\\x%02x", c);
+		else
+			*o++ = (char)c;
+	}
+	*o = '\0';
+	return out;
 }
 
 /* Pids whose own agent listens on @probing-PID (names held by another

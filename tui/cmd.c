@@ -13,6 +13,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_inject_entry,
 	&cmd_query_entry,
 	&cmd_eval_entry,
+	&cmd_evals_entry,
 	&cmd_repl_entry,
 	&cmd_backtrace_entry,
 	&cmd_config_entry,

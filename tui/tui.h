@@ -3,6 +3,7 @@
 #define PROBING_TUI_H
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -59,6 +60,7 @@ int cmd_parse_format(
 /* cmd-*.c */
 extern const struct cmd_entry cmd_query_entry;
 extern const struct cmd_entry cmd_eval_entry;
+extern const struct cmd_entry cmd_evals_entry;
 extern const struct cmd_entry cmd_repl_entry;
 extern const struct cmd_entry cmd_config_entry;
 extern const struct cmd_entry cmd_list_entry;
@@ -80,6 +82,11 @@ int client_request(const struct endpoint *, const char *token,
 /* 1 if pid's own agent listens on its unix socket, 0 if none does, -1
  * with *cause if another process holds the name. */
 int client_probe_pid(pid_t pid, char **cause);
+/* Set by the SIGINT handler client_catch_sigint installs: a request in
+ * flight then ends with "interrupted after N s" (closing the connection,
+ * which stops the work in the agent). */
+extern volatile sig_atomic_t client_interrupted;
+void client_catch_sigint(void);
 
 /* peer.c: 0 when the listener behind the unix socket fd is pid (or a
  * thread of it) as pid's uid or root; else -1 with *cause. */

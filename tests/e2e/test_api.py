@@ -257,10 +257,27 @@ def test_table_reregistered_replaces_it(tables):
     assert query_json(tables.pid, "SELECT * FROM python.my_data") == [{"z": 9}]
     r = probing("-t", tables.pid, "eval", "table('9bad')(other)")
     assert r.returncode == 1 and "bad table name '9bad'" in r.stderr
-    r = probing("-t", tables.pid, "eval", "table('backtrace')(other)")
-    assert r.returncode == 0
-    r = probing("-t", tables.pid, "query", "SELECT * FROM python.backtrace LIMIT 1")
-    assert r.returncode == 1 and "python.backtrace is a table of the agent" in r.stderr
+    for name in ("backtrace", "BackTrace", "torch_trace", "TORCH_TRACE"):
+        r = probing("-t", tables.pid, "eval", "table(%r)(other)" % name)
+        assert r.returncode == 1, name
+        assert "ValueError: python.%s is a built-in table of the agent" % name in r.stderr
+    r = probing("-t", tables.pid, "query", "SELECT count(*) FROM python.backtrace")
+    assert r.returncode == 0, r.stderr
+
+
+def test_untable_removes_a_user_table_only(tables):
+    r = probing("-t", tables.pid, "eval", "import probing; probing.untable('pairs')")
+    assert r.returncode == 0, r.stderr
+    r = probing("-t", tables.pid, "query", "SELECT * FROM python.pairs")
+    assert r.returncode == 1 and "no such table: python.pairs" in r.stderr
+    assert "python.pairs" not in probing("-t", tables.pid, "tables").stdout
+    for name in ("pairs", "backtrace", "Torch_Trace", "nosuch"):
+        r = probing("-t", tables.pid, "eval", "probing.untable(%r)" % name)
+        assert r.returncode == 1 and "ValueError" in r.stderr, name
+    # registered again, it is back
+    r = probing("-t", tables.pid, "eval", "table('pairs')(lambda: [{'a': 1}])")
+    assert r.returncode == 0, r.stderr
+    assert query_json(tables.pid, "SELECT * FROM python.pairs") == [{"a": 1}]
 
 
 def test_table_read_through_the_api(tables, userbase):

@@ -24,8 +24,9 @@ import sys as _sys
 # cost megabytes of memory for nothing.
 
 __version__ = "0.1.0"
-__all__ = ["connect", "Probe", "table", "Error", "ConnectionError",
-           "RemoteError", "AgentError", "ConfigError"]
+__all__ = ["connect", "Probe", "table", "untable", "Error",
+           "ConnectionError", "RemoteError", "AgentError", "ConfigError",
+           "TimeoutError"]
 
 _TIMEOUT_HDR = "X-Probing-Timeout-Ms"
 
@@ -45,6 +46,12 @@ class AgentError(Error):
     def __init__(self, message, status=None):
         super().__init__(message)
         self.status = status
+
+
+class TimeoutError(AgentError, _builtins.TimeoutError):
+    """The agent answered, but the work ran out of time: an eval stopped
+    at its timeout, a query past its deadline, the GIL or the store busy
+    for longer than the timeout. The connection is fine."""
 
 
 class ConfigError(AgentError, ValueError):
@@ -134,16 +141,21 @@ class Probe:
 
     # transport -----------------------------------------------------
 
-    def _request(self, method, path, body=None):
+    def _request(self, method, path, body=None, timeout=None):
         import http.client as _http
         import json as _json
+        import socket as _socket
 
+        if timeout is None:
+            timeout = self.timeout
+        # The agent answers by its own deadline; this one is for an agent
+        # that cannot (a stopped or wedged process).
+        wait = timeout + 10
         if self.pid is not None:
-            conn = _unix_connection(self.pid, self.timeout + 30)
+            conn = _unix_connection(self.pid, wait)
         else:
-            conn = _http.HTTPConnection(self.host, self.port,
-                                        timeout=self.timeout + 30)
-        headers = {_TIMEOUT_HDR: str(int(self.timeout * 1000)),
+            conn = _http.HTTPConnection(self.host, self.port, timeout=wait)
+        headers = {_TIMEOUT_HDR: str(max(1, int(timeout * 1000))),
                    "Connection": "close"}
         data = None
         if body is not None:
@@ -151,11 +163,22 @@ class Probe:
             headers["Content-Type"] = "application/json"
         if self.token is not None and self.pid is None:
             headers["Authorization"] = "Bearer " + self.token
+        connected = False
         try:
             try:
+                conn.connect()
+                connected = True
                 conn.request(method, path, body=data, headers=headers)
                 resp = conn.getresponse()
                 raw = resp.read()
+            except _socket.timeout:
+                if not connected:
+                    raise ConnectionError("cannot connect to %s: timed out"
+                                          % self.endpoint) from None
+                raise TimeoutError("%s did not answer within %.1f s (%s)" %
+                                   (self.endpoint, wait,
+                                    _stopped(self.pid) or "its agent is "
+                                    "wedged or too busy")) from None
             except OSError as e:
                 if self.pid is not None:
                     msg = _no_agent(self.pid, e)
@@ -175,8 +198,9 @@ class Probe:
                              (self.endpoint, resp.status), resp.status) from None
         if resp.status != 200:
             msg = reply.get("error") if isinstance(reply, dict) else None
-            raise AgentError(msg or "the agent refused the request (http %d)"
-                             % resp.status, resp.status)
+            cls = TimeoutError if resp.status == 504 else AgentError
+            raise cls(msg or "the agent refused the request (http %d)"
+                      % resp.status, resp.status)
         return reply
 
     # queries -------------------------------------------------------
@@ -208,12 +232,19 @@ class Probe:
 
     # eval ----------------------------------------------------------
 
-    def eval(self, code):
+    def eval(self, code, timeout=None):
         """Runs code in the target's __main__; returns what it printed,
         with the repr of a final bare expression. A remote exception
-        raises RemoteError carrying the remote traceback."""
-        r = self._request("POST", "/eval", {"code": code})
+        raises RemoteError carrying the remote traceback. After timeout
+        seconds (default: the Probe's) KeyboardInterrupt is raised in the
+        code and this raises TimeoutError."""
+        r = self._request("POST", "/eval", {"code": code}, timeout)
         out = r.get("output") or ""
+        if r.get("interrupted_after") is not None:
+            e = TimeoutError("eval interrupted after %.1f s" %
+                             r["interrupted_after"], 200)
+            e.output = out
+            raise e
         if r.get("error"):
             raise RemoteError(r["error"], out)
         return out
@@ -263,6 +294,21 @@ class Probe:
         return {k: new[k]["value"] for k in wanted}
 
 
+def _stopped(pid):
+    """'pid N is stopped ...' when pid is stopped (SIGSTOP), else None."""
+    if pid is None:
+        return None
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    if state in ("T", "t"):
+        return ("pid %d is stopped (state %s): resume it with kill -CONT %d"
+                % (pid, state, pid))
+    return None
+
+
 def _config_value(text):
     """The agent sends values as text: booleans and numbers come back as
     such."""
@@ -306,3 +352,16 @@ def table(name=None, *, columns=None):
     if name is not None and not isinstance(name, str):
         raise TypeError("table() takes a table name (str)")
     return register
+
+
+def untable(name):
+    """Removes the user table python.<name> (made with @table); a
+    built-in table or an unknown name raises ValueError."""
+    if not isinstance(name, str):
+        raise TypeError("untable() takes a table name (str)")
+    core = _sys.modules.get("probing._core")
+    if core is None:
+        if _pending.pop(name, None) is None:
+            raise ValueError("no table python.%s" % name)
+        return
+    core.table_unregister(name)
