@@ -250,6 +250,10 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 probing $(DESTDIR)$(PREFIX)/bin/probing
 	./probing help --man > $(DESTDIR)$(PREFIX)/share/man/man1/probing.1
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	./probing completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/probing
+	./probing completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_probing
 	@for p in $(PYTHONS); do \
 	  $(MAKE) --no-print-directory install-agent PYTHON=$$p PYTHONS=$$p || exit 1; done
 

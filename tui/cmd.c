@@ -22,6 +22,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_trace_entry,
 	&cmd_list_entry,
 	&cmd_top_entry,
+	&cmd_completion_entry,
 	&cmd_help_entry,
 	NULL,
 };

@@ -71,6 +71,7 @@ extern const struct cmd_entry cmd_help_entry;
 extern const struct cmd_entry cmd_backtrace_entry;
 extern const struct cmd_entry cmd_metrics_entry;
 extern const struct cmd_entry cmd_trace_entry;
+extern const struct cmd_entry cmd_completion_entry;
 
 /* client.c: one blocking request. Returns 0 with *reply set (a JSON
  * object) when the agent answered 200; otherwise -1 with *cause (the
