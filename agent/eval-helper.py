@@ -31,6 +31,7 @@ import sys
 _bufs = {}
 _lock = _thread.allocate_lock()
 _installed = []  # every wrapper put in sys, kept alive for good
+_get_ident = _thread.get_ident
 _last = None  # the value this helper last stored in builtins._
 
 
@@ -43,9 +44,12 @@ class _Tee:
         self._orig = orig
 
     def write(self, s):
-        buf = _bufs.get(_thread.get_ident())
-        if buf is not None:
-            return buf.write(s)
+        # The job's own prints come here too: when no eval runs, one
+        # test and the original's write.
+        if _bufs:
+            buf = _bufs.get(_get_ident())
+            if buf is not None:
+                return buf.write(s)
         return self._orig.write(s)
 
     def flush(self):

@@ -32,8 +32,10 @@ static const char cmd_global_usage[] =
 
 static const char cmd_global_detail[] =
     "  -t, --target TARGET   a pid, host:port, or a comma-separated list\n"
-    "      --timeout SECONDS how long the agent may wait for the GIL "
-    "(default 5)\n"
+    "      --timeout SECONDS the longest a request may take in the agent: "
+    "the wait\n"
+    "                        for the GIL, a query, an eval (then "
+    "stopped; default 5)\n"
     "      --token-file FILE bearer token for host:port targets (default: "
     "$PROBING_AUTH_TOKEN)\n"
     "  -h, --help            this help; probing help COMMAND for one "
