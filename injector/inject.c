@@ -62,12 +62,14 @@ inject_open_object(pid_t pid, const struct maps *maps,
 	char fn[PATH_MAX + 64];
 	size_t i;
 
-	if (m->deleted)
+	snprintf(fn, sizeof fn, "/proc/%d/root%s", (int)pid, m->path);
+	/* A file deleted since, or a path that means nothing through
+	 * /proc/PID/root (a target in another mount namespace inside a
+	 * chroot: maps shows the path from that namespace's root). */
+	if (m->deleted || access(fn, R_OK) != 0)
 		snprintf(fn, sizeof fn, "/proc/%d/map_files/%llx-%llx",
 		    (int)pid, (unsigned long long)m->start,
 		    (unsigned long long)m->end);
-	else
-		snprintf(fn, sizeof fn, "/proc/%d/root%s", (int)pid, m->path);
 	if (elf_open(ef, fn, cause) < 0)
 		return -1;
 	if (elf_first_load(ef, &vaddr, &offset) < 0)

@@ -1,4 +1,6 @@
-/* inject: load the agent into a running Python process with ptrace. */
+/* inject: load the agent into a running Python process: through the
+ * interpreter's own remote_exec (PEP 768) on 3.14+, else, or when that
+ * cannot happen (the main thread wedged in C), with ptrace. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -19,6 +21,9 @@
 
 #define CMD_INJECT_MAX_D   32
 #define CMD_INJECT_WAIT_MS 5000
+/* How long the target may take to reach a safe point and run the PEP 768
+ * script before inject falls back to ptrace. */
+#define CMD_INJECT_PEP768_MS 1000
 
 /* Where to look for the agent, relative to this program's directory. */
 static const char *const cmd_inject_dirs[] = {
@@ -65,8 +70,8 @@ cmd_inject_agent_path(int major, int minor, char *out, size_t len, char **cause)
 	}
 	cause_set(cause,
 	    "no agent built for python %d.%d (looked in %s/agent and "
-	    "%s/../lib/probing); build one with: make agent "
-	    "PYTHON=python%d.%d",
+	    "%s/../lib/probing); build one with: make "
+	    "PYTHONS=python%d.%d",
 	    major, minor, self, self, major, minor);
 	return -1;
 }
@@ -293,12 +298,51 @@ cmd_inject_inherited(pid_t pid, char **cause)
 	return -1;
 }
 
+/*
+ * Tries the interpreter's own way in (PEP 768, 3.14+): returns the agent's
+ * health reply when it answered within CMD_INJECT_PEP768_MS, else NULL and
+ * why not in *why (the caller then uses ptrace). PROBING_INJECT=ptrace
+ * skips it.
+ */
+static json_t *
+cmd_inject_pep768(struct cmd_ctx *ctx, const struct endpoint *ep, int major,
+    int minor, const char *agent, char **why)
+{
+	const char *how = getenv("PROBING_INJECT");
+	double until;
+	json_t *h = NULL;
+	char *cause = NULL;
+	int status;
+
+	if (how != NULL && strcmp(how, "ptrace") == 0) {
+		cause_set(why, "PROBING_INJECT=ptrace");
+		return NULL;
+	}
+	if (remote_exec_load(ep->pid, major, minor, agent, why) != 0)
+		return NULL;
+	until = cmd_inject_now_ms() + CMD_INJECT_PEP768_MS;
+	while (cmd_inject_now_ms() < until) {
+		if (client_probe_pid(ep->pid) &&
+		    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
+			ctx->timeout_ms, 2000, &h, &status, &cause) == 0)
+			return h;
+		free(cause);
+		cause = NULL;
+		usleep(1000);
+	}
+	cause_set(why,
+	    "pid %d did not run the script within %d ms (its main thread "
+	    "is not running Python code: busy in C or blocked)",
+	    (int)ep->pid, CMD_INJECT_PEP768_MS);
+	return NULL;
+}
+
 static int
 cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
     int ndefs, int verbose)
 {
 	struct injector_stats st = { 0 };
-	char agent[PATH_MAX], full[32], tail[512], *cause = NULL;
+	char agent[PATH_MAX], full[32], tail[512], *cause = NULL, *why = NULL;
 	double t0 = cmd_inject_now_ms();
 	int major, minor;
 	json_t *h;
@@ -325,8 +369,31 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 	    cmd_inject_agent_path(major, minor, agent, sizeof agent, &cause) !=
 		0 ||
 	    cmd_inject_place_agent(ep->pid, agent, sizeof agent, &cause) != 0 ||
-	    cmd_inject_write_init(ep->pid, defs, ndefs, &cause) != 0 ||
-	    injector_load(ep->pid, agent, &st, &cause) != 0) {
+	    cmd_inject_write_init(ep->pid, defs, ndefs, &cause) != 0) {
+		cmd_fail(cause);
+		free(cause);
+		return 1;
+	}
+	h = cmd_inject_pep768(ctx, ep, major, minor, agent, &why);
+	if (h != NULL) {
+		printf("probing: injected into %d (python %s) in %.0f ms\n",
+		    (int)ep->pid,
+		    json_string_value(json_object_get(h, "python")),
+		    cmd_inject_now_ms() - t0);
+		if (verbose)
+			fprintf(stderr,
+			    "probing: loaded through PEP 768 "
+			    "(sys.remote_exec): pid %d was never stopped\n",
+			    (int)ep->pid);
+		json_decref(h);
+		return 0;
+	}
+	if (verbose)
+		fprintf(stderr,
+		    "probing: PEP 768: %s; falling back to ptrace\n",
+		    cause_str(why));
+	free(why);
+	if (injector_load(ep->pid, agent, &st, &cause) != 0) {
 		cmd_fail(cause);
 		free(cause);
 		return 1;
@@ -412,10 +479,16 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 const struct cmd_entry cmd_inject_entry = {
 	.name = "inject",
 	.args = "[-v] [-D KEY=VALUE ...]",
-	.help = "load the agent into a running Python process (ptrace)",
+	.help = "load the agent into a running Python process (PEP 768 or "
+		"ptrace)",
 	.detail = "  -D KEY=VALUE   a config setting in force from the agent's "
 		  "first moment (repeatable)\n"
-		  "  -v             say how long the target was stopped\n"
+		  "  -v             say which way in was taken and how long "
+		  "the target was stopped\n"
+		  "On python 3.14+ the target first runs a small script at "
+		  "its next safe point\n(sys.remote_exec, PEP 768); when its "
+		  "main thread cannot get there within\n1 s, or "
+		  "PROBING_INJECT=ptrace, the agent is loaded with ptrace.\n"
 		  "injecting again is a no-op that applies the -D settings "
 		  "live\n",
 	.needs_target = 1,

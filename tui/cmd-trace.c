@@ -109,8 +109,8 @@ cmd_trace_steps(struct cmd_trace_ev *ev, size_t n)
 /* The events of one target appended to out; returns how many rows.
  * target names a host:port target in the process name, or is NULL. */
 static size_t
-cmd_trace_target(json_t *out, json_t *result, long long pid,
-    const char *target, long long rank)
+cmd_trace_target(json_t *out, json_t *result, long long pid, const char *target,
+    long long rank)
 {
 	json_t *rows = json_object_get(result, "rows"), *row, *e;
 	size_t n = json_array_size(rows), m, i;
@@ -142,7 +142,8 @@ cmd_trace_target(json_t *out, json_t *result, long long pid,
 		snprintf(label, sizeof label, "rank %lld (pid %lld, %s)", rank,
 		    pid, target);
 	else
-		snprintf(label, sizeof label, "rank %lld (pid %lld)", rank, pid);
+		snprintf(
+		    label, sizeof label, "rank %lld (pid %lld)", rank, pid);
 	json_array_append_new(out,
 	    json_pack("{s:s, s:s, s:I, s:I, s:{s:s}}", "ph", "M", "name",
 		"process_name", "pid", pid, "tid", (json_int_t)0, "args",
@@ -158,8 +159,8 @@ cmd_trace_target(json_t *out, json_t *result, long long pid,
 		if (ev[i].tid != last_tid) {
 			snprintf(label, sizeof label, "thread %lld", ev[i].tid);
 			json_array_append_new(out,
-			    json_pack("{s:s, s:s, s:I, s:I, s:{s:s}}", "ph", "M",
-				"name", "thread_name", "pid", pid, "tid",
+			    json_pack("{s:s, s:s, s:I, s:I, s:{s:s}}", "ph",
+				"M", "name", "thread_name", "pid", pid, "tid",
 				ev[i].tid, "args", "name", label));
 			last_tid = ev[i].tid;
 		}
@@ -167,8 +168,8 @@ cmd_trace_target(json_t *out, json_t *result, long long pid,
 			snprintf(step, sizeof step, "step %lld", ev[i].step);
 			e = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, "
 				      "s:{s:I, s:f}}",
-			    "ph", "X", "name", step, "cat", "train_step", "pid", pid,
-			    "tid", ev[i].tid, "ts", ev[i].ts, "dur",
+			    "ph", "X", "name", step, "cat", "train_step", "pid",
+			    pid, "tid", ev[i].tid, "ts", ev[i].ts, "dur",
 			    ev[i].end - ev[i].ts, "args", "step", ev[i].step,
 			    "allocated_mb", ev[i].mb);
 		} else {
@@ -293,8 +294,8 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			    argv[optind - 1]);
 		default:
 			json_decref(events);
-			return cmd_usage(ctx->entry, "unknown option %s",
-			    argv[optind - 1]);
+			return cmd_usage(
+			    ctx->entry, "unknown option %s", argv[optind - 1]);
 		}
 	}
 	if (optind != argc) {
@@ -310,8 +311,9 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		return 1;
 	}
 	if (steps > 0)
-		xasprintf(&sql, "%s WHERE step > (SELECT MAX(step) FROM "
-				"python.torch_trace) - %ld ORDER BY id",
+		xasprintf(&sql,
+		    "%s WHERE step > (SELECT MAX(step) FROM "
+		    "python.torch_trace) - %ld ORDER BY id",
 		    cmd_trace_sql, steps);
 	else
 		xasprintf(&sql, "%s ORDER BY id", cmd_trace_sql);

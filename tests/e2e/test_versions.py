@@ -39,12 +39,14 @@ idle()
 """
 
 HOLD = """
-import ctypes, os, sys
+import ctypes, os, sys, time
 lib = ctypes.PyDLL(sys.argv[1])
 lib.hold_gil_for.argtypes = [ctypes.c_double]
 print("ready", os.getpid(), flush=True)
-lib.hold_gil_for(30.0)
+lib.hold_gil_for(10.0)
 print("released", flush=True)
+while True:
+    time.sleep(0.05)
 """
 
 
