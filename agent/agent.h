@@ -187,6 +187,25 @@ struct torch_trace_rec {
 extern struct ring tbl_torch_trace_ring;
 int tbl_torch_trace_register(sqlite3 *, char **cause);
 
+/* tbl-collectives.c: python.collectives, written by torch-dist.c. */
+struct collectives_rec {
+	int64_t id;
+	int64_t seq;        /* the group's sequence number, -1 unknown */
+	const char *op;     /* static */
+	const char *group;  /* interned, NULL unknown */
+	int64_t group_size; /* -1 unknown */
+	int64_t numel, bytes;
+	const char *dtype; /* interned */
+	const char *state; /* static: running, done, failed, issued */
+	double start;      /* unix time */
+	double duration;   /* s; 0 while running */
+	const char *site;  /* interned file:line of the caller */
+	int64_t thread_id;
+	int64_t rank; /* in the default group, -1 unknown */
+};
+extern struct ring tbl_collectives_ring;
+int tbl_collectives_register(sqlite3 *, char **cause);
+
 /* backtrace.c: every thread's Python and native stack. */
 enum backtrace_frame_type { BACKTRACE_PYTHON, BACKTRACE_NATIVE };
 struct backtrace_frame {
@@ -318,6 +337,13 @@ struct identity {
 void identity_read(struct identity *, int gil_ms);
 /* A new JSON object of the identity's public fields, or NULL. */
 json_t *identity_json(const struct identity *);
+
+/* job-store.c: this rank's endpoint in the job's rendezvous store. */
+/* Publishes soon, from a thread of its own (never on the caller's). */
+void jobstore_publish_async(void);
+/* Request thread: the members published in the store of the job id
+ * names, as [{rank, host, addr, port, pid}]; NULL with *cause. */
+json_t *jobstore_members(const struct identity *, int timeout_ms, char **cause);
 
 /* tbl-process.c */
 int tbl_process_register(sqlite3 *, char **cause);

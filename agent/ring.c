@@ -101,3 +101,19 @@ ring_counts(struct ring *r, uint64_t *pushed, uint64_t *dropped, size_t *cap)
 	*cap = r->cap;
 	pthread_mutex_unlock(&r->lock);
 }
+
+int
+ring_update(struct ring *r, uint64_t id, void *rec)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->cap > 0 && id >= r->oldest && id < r->next_id) {
+		memcpy(rec, &id, sizeof id);
+		memcpy(
+		    r->buf + ((id - 1) % r->cap) * r->recsize, rec, r->recsize);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}

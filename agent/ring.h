@@ -20,6 +20,9 @@ struct ring {
 int ring_init(struct ring *, size_t recsize, size_t cap);
 /* Copies rec in, overwriting the oldest when full; returns its id. */
 uint64_t ring_push(struct ring *, void *rec);
+/* Rewrites record id with rec when it is still kept; 0, or -1 when it
+ * was overwritten. */
+int ring_update(struct ring *, uint64_t id, void *rec);
 /* Changes capacity keeping the newest records that fit; 0 or -1. */
 int ring_resize(struct ring *, size_t cap);
 /* Returns a malloc'd copy of the records with id > after, oldest first,

@@ -138,6 +138,34 @@ server_identity(json_t *body, int timeout_ms, int *status, char **cause)
 }
 
 static json_t *
+server_job(json_t *body, int timeout_ms, int *status, char **cause)
+{
+	struct identity *id = malloc(sizeof *id);
+	json_t *r, *members;
+	char *why = NULL;
+
+	(void)body;
+	(void)status;
+	if (id == NULL) {
+		cause_set(cause, "out of memory");
+		return NULL;
+	}
+	identity_read(id, timeout_ms < 200 ? timeout_ms : 200);
+	r = identity_json(id);
+	if (r != NULL && id->job[0] != '\0') {
+		members = jobstore_members(id, timeout_ms, &why);
+		if (members != NULL)
+			json_object_set_new(r, "members", members);
+		else
+			json_object_set_new(
+			    r, "store_error", json_string(cause_str(why)));
+		free(why);
+	}
+	free(id);
+	return r;
+}
+
+static json_t *
 server_query(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	const char *sql = server_arg(body, "sql", cause);
@@ -287,6 +315,7 @@ server_config_set(json_t *body, int timeout_ms, int *status, char **cause)
 static const struct server_route server_routes[] = {
 	{ PROTO_HEALTH, EVHTTP_REQ_GET, 1, SERVER_INLINE, server_health },
 	{ PROTO_IDENTITY, EVHTTP_REQ_GET, 0, SERVER_POOL, server_identity },
+	{ PROTO_JOB, EVHTTP_REQ_GET, 0, SERVER_POOL, server_job },
 	{ PROTO_QUERY, EVHTTP_REQ_POST, 0, SERVER_POOL, server_query },
 	{ PROTO_EVAL, EVHTTP_REQ_POST, 0, SERVER_THREAD, server_eval },
 	{ PROTO_EVALS, EVHTTP_REQ_GET, 0, SERVER_INLINE, server_evals },

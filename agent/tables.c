@@ -7,6 +7,7 @@ static int (*const tbl_registrars[])(sqlite3 *, char **) = {
 	tbl_torch_trace_register,
 	tbl_backtrace_register,
 	tbl_process_register,
+	tbl_collectives_register,
 };
 
 int

@@ -42,6 +42,7 @@ torch_uninstall(void)
 {
 	torch_fwd_set(0);
 	torch_optim_uninstall();
+	torch_dist_uninstall();
 	torch_bw_clear();
 	if (torch_st.installed)
 		log_info("torch: tracing off (%llu rows, %llu errors)",
@@ -75,6 +76,7 @@ torch_install(char **cause)
 	}
 	if (torch_optim_install() != 0)
 		goto fail;
+	torch_dist_install(); /* collectives are seen whatever it says */
 	log_info("torch: tracing on (torch hooks installed, %s)",
 	    torch_optim_global() ? "global optimizer hooks"
 				 : "Optimizer.step wrapped");

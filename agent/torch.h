@@ -110,6 +110,10 @@ void torch_optim_uninstall(void);
 /* Whether torch has global optimizer hooks (2.x) and they are used. */
 int torch_optim_global(void);
 
+/* torch-dist.c: python.collectives' wrappers on torch.distributed. */
+int torch_dist_install(void);
+void torch_dist_uninstall(void);
+
 /* torch-finder.c */
 int torch_finder_init(void);
 /* Puts the finder at the front of sys.meta_path; on_import runs (under

@@ -15,6 +15,9 @@
 #define PROTO_CONFIG   "/config"   /* GET: keys; POST {"key","value"} */
 #define PROTO_COMPLETE "/complete" /* POST {"text"}: matches */
 #define PROTO_IDENTITY "/identity" /* GET: rank, world_size, job, ... */
+/* GET: the identity plus "members" read from the job's store (or
+ * "store_error" saying why not). */
+#define PROTO_JOB "/job"
 /* GET: Prometheus text format 0.0.4 (text/plain), not JSON. */
 #define PROTO_METRICS "/metrics"
 /* The repl: a statement runs on a thread of its own so that it can be

@@ -270,7 +270,7 @@ client_read_reply(int fd, const struct endpoint *ep, int wait_ms,
 }
 
 /* The message for a pid whose socket did not accept us. */
-static void
+void
 client_no_agent(pid_t pid, int err, char **cause)
 {
 	char path[64];

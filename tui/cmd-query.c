@@ -4,7 +4,11 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "xmalloc.h"
 #include "tui.h"
+
+/* How long past the GIL wait a target may take to answer. */
+#define CMD_QUERY_SLACK_MS 5000
 
 /* Runs sql on every target; returns the merged result (a first "target"
  * column when there are several) or NULL after printing the errors. */
@@ -12,31 +16,36 @@ json_t *
 cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 {
 	json_t *body = json_pack("{s:s}", "sql", sql), *merged = NULL, *r;
+	struct fanout_result *res;
 	char *cause = NULL;
 	int i, status;
 
 	*failed = 0;
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "POST",
+	if (ctx->ntargets == 1) {
+		if (client_request(&ctx->targets[0], ctx->token, "POST",
 			PROTO_QUERY, body, ctx->timeout_ms, 0, &r, &status,
 			&cause) != 0) {
-			if (ctx->ntargets > 1)
-				fprintf(stderr, "probing: %s: %s\n",
-				    ctx->targets[i].name, cause);
-			else
-				cmd_fail(cause);
+			cmd_fail(cause);
 			free(cause);
-			cause = NULL;
-			(*failed)++;
-			continue;
+			*failed = 1;
+			r = NULL;
 		}
-		if (ctx->ntargets == 1) {
-			merged = r;
-			break;
-		}
-		fmt_merge_target(&merged, r, ctx->targets[i].name);
-		json_decref(r);
+		json_decref(body);
+		return r;
 	}
+	res = xcalloc((size_t)ctx->ntargets, sizeof *res);
+	*failed = fanout_request(ctx->targets, ctx->ntargets, ctx->token,
+	    "POST", PROTO_QUERY, body, ctx->timeout_ms,
+	    ctx->timeout_ms + CMD_QUERY_SLACK_MS, res);
+	for (i = 0; i < ctx->ntargets; i++) {
+		if (res[i].cause != NULL)
+			fprintf(stderr, "probing: %s: %s\n",
+			    ctx->targets[i].name, res[i].cause);
+		else
+			fmt_merge_target(
+			    &merged, res[i].reply, ctx->targets[i].name);
+	}
+	fanout_free(res, ctx->ntargets);
 	json_decref(body);
 	return merged;
 }

@@ -254,17 +254,18 @@ int
 cmd_require_targets(struct cmd_ctx *ctx)
 {
 	char *cause = NULL;
-	int rc;
+	int rc, usage;
 
 	if (ctx->target_text == NULL)
 		return cmd_usage(ctx->entry,
-		    "no target: give -t PID or -t "
-		    "HOST:PORT");
+		    "no target: give -t PID, -t HOST:PORT, -t job:PID or "
+		    "-t @FILE");
 	if (ctx->targets != NULL)
 		return 0;
-	if (endpoint_parse_list(
-		ctx->target_text, &ctx->targets, &ctx->ntargets, &cause) != 0) {
-		rc = cmd_usage(ctx->entry, "%s", cause_str(cause));
+	if (targets_parse(ctx, ctx->target_text, &ctx->targets, &ctx->ntargets,
+		&usage, &cause) != 0) {
+		rc = usage ? cmd_usage(ctx->entry, "%s", cause_str(cause))
+			   : cmd_fail(cause_str(cause));
 		free(cause);
 		return rc;
 	}

@@ -92,6 +92,8 @@ void client_catch_sigint(void);
 /* peer.c: 0 when the listener behind the unix socket fd is pid (or a
  * thread of it) as pid's uid or root; else -1 with *cause. */
 int peer_check(int fd, pid_t pid, char **cause);
+/* Why pid's agent could not be reached (err from connect) into *cause. */
+void client_no_agent(pid_t pid, int err, char **cause);
 
 /* cmd-list.c */
 char *cmd_list_cmdline(pid_t);
@@ -106,6 +108,27 @@ int cmd_inject_agent_path(
  * which is no promise that it will: the caller waits for the agent. */
 int remote_exec_load(
     pid_t pid, int major, int minor, const char *agent, char **cause);
+
+/* targets.c: the -t text as endpoints (pid, host:port, lists, @FILE,
+ * job:TARGET). 0, or -1 with *cause and *usage set when the text itself
+ * is wrong (rather than a target that could not be asked). */
+int targets_parse(struct cmd_ctx *, const char *text, struct endpoint **out,
+    int *n, int *usage, char **cause);
+
+/* fanout.c: one request to many targets at once. */
+struct fanout_result {
+	json_t *reply; /* the answer when it succeeded */
+	int status;    /* HTTP status, 0 when none came */
+	char *cause;   /* why it failed, else NULL */
+};
+/* Sends the request to every endpoint at once (bounded connections), each
+ * with its own deadline; fills out[i] for eps[i] and returns the number
+ * that failed. */
+int fanout_request(const struct endpoint *eps, int n, const char *token,
+    const char *method, const char *path, json_t *body, int gil_ms,
+    int timeout_ms, struct fanout_result *out);
+/* Frees the results and the array. */
+void fanout_free(struct fanout_result *, int n);
 
 /* cmd-query.c */
 json_t *cmd_query_run(struct cmd_ctx *, const char *sql, int *failed);

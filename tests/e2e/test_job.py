@@ -4,10 +4,11 @@ import json
 import os
 import re
 import socket
+import subprocess
 
 import pytest
 
-from conftest import PY, WORKLOADS, agent_listening, probing, wait_for
+from conftest import PY, WORKLOADS, Proc, agent_listening, probing, wait_for
 
 
 def free_port():
@@ -18,12 +19,14 @@ def free_port():
     return port
 
 
-def start_job(spawn, mode="skip", odd=2, after=20, world=4):
+def start_job(userbase, mode="skip", odd=2, after=20, world=4):
+    """Starts dist_job.py with the agent in every rank (PROBING=2: the
+    launcher and the processes it starts); returns (proc, {rank: pid},
+    port). The caller kills proc."""
     port = free_port()
-    p = spawn(None, probing="2", wait=False, argv=[PY, os.path.join(WORKLOADS, "dist_job.py"), str(port)],
-              env={"DIVERGE_RANK": str(odd), "DIVERGE_MODE": mode,
-                   "DIVERGE_AFTER": str(after), "WORLD": str(world)},
-              )
+    env = dict(userbase, PROBING="2", DIVERGE_RANK=str(odd), DIVERGE_MODE=mode,
+               DIVERGE_AFTER=str(after), WORLD=str(world))
+    p = Proc([PY, os.path.join(WORKLOADS, "dist_job.py"), str(port)], env)
     pids = {}
 
     def ranks_up():
@@ -35,16 +38,24 @@ def start_job(spawn, mode="skip", odd=2, after=20, world=4):
         wait_for(ranks_up, 120, "every rank with its agent")
     except BaseException:
         print("out:", p.out()[-3000:], "err:", p.err()[-3000:], "pids:", pids)
+        stop_job(p)
         raise
     return p, pids, port
 
 
-@pytest.fixture
-def job_skip(spawn):
-    p, pids, _ = start_job(spawn, "skip")
+def stop_job(p):
+    """Kills the launcher and every rank it started."""
+    subprocess.run(["pkill", "-KILL", "-P", str(p.pid)], capture_output=True)
+    p.kill()
+
+
+@pytest.fixture(scope="module")
+def job_skip(userbase):
+    p, pids, _ = start_job(userbase, "skip")
     # the others are stuck in all_reduce once rank 2 stops stepping
     wait_for(lambda: "step 2 10" in p.out(), 60, "rank 2 to reach step 10")
-    return p, pids
+    yield p, pids
+    stop_job(p)
 
 
 def test_merge_names_the_odd_rank(job_skip):
@@ -90,3 +101,86 @@ def test_merge_bad_native_value():
     r = probing("-t", "1", "backtrace", "--merge", "--native", "some")
     assert r.returncode == 2 and r.stdout == ""
     assert "--native takes all or collapsed" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def job_running(userbase):
+    """A healthy 4-rank job (the odd rank goes wrong only much later)."""
+    p, pids, port = start_job(userbase, "skip", after=10 ** 9)
+    wait_for(lambda: "step 0 10" in p.out(), 60, "rank 0 to step")
+    yield p, pids, port
+    stop_job(p)
+
+
+def test_job_target_finds_every_rank_in_rank_order(job_running):
+    p, pids, port = job_running
+    for r in (0, 3):
+        out = probing("-t", "job:%d" % pids[r], "query", "-f", "json",
+                      "SELECT rank, world_size, job, backend FROM python.process")
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+        assert [x["rank"] for x in rows] == [0, 1, 2, 3]
+        assert [x["target"] for x in rows] == [str(pids[i]) for i in range(4)]
+        assert {x["job"] for x in rows} == {"c10d:127.0.0.1:%d" % port}
+        assert {x["backend"] for x in rows} == {"gloo"}
+
+
+def test_job_store_lists_every_rank(job_running):
+    p, pids, port = job_running
+
+    def members():
+        r = subprocess.run(["curl", "-s", "--abstract-unix-socket",
+                            "probing-%d" % pids[1], "http://agent/job"],
+                           capture_output=True, text=True, timeout=30)
+        got = json.loads(r.stdout).get("members") or []
+        return got if len(got) == 4 else None
+
+    got = wait_for(members, 30, "every rank published in the job's store")
+    assert sorted((m["rank"], m["pid"]) for m in got) == sorted((r, pid) for r, pid in pids.items())
+
+
+def test_collectives_rows_line_up_across_ranks(job_running):
+    p, pids, port = job_running
+    targets = ",".join(str(pids[r]) for r in range(4))
+    r = probing("-t", targets, "query", "-f", "json",
+                "SELECT rank, seq, op, group_name, group_size, numel, dtype, bytes, state, site "
+                "FROM python.collectives WHERE state = 'done' ORDER BY seq DESC LIMIT 50")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {x["rank"] for x in rows} == {0, 1, 2, 3}
+    x = rows[0]
+    assert (x["op"], x["group_size"], x["numel"], x["dtype"], x["bytes"]) == \
+        ("all_reduce", 4, 1, "torch.float32", 4)
+    assert x["site"].endswith("dist_job.py:%d" % line_of("dist.all_reduce(t)"))
+    # the group's own sequence numbers: the same collective has the same seq everywhere
+    by_rank = {}
+    for x in rows:
+        by_rank.setdefault(x["rank"], set()).add(x["seq"])
+    common = set.intersection(*by_rank.values())
+    assert common, by_rank
+
+
+def line_of(text):
+    with open(os.path.join(WORKLOADS, "dist_job.py")) as f:
+        for i, line in enumerate(f, 1):
+            if text in line:
+                return i
+    raise AssertionError(text)
+
+
+def test_job_target_errors(spawn, tmp_path):
+    p = spawn("idle.py")
+    r = probing("-t", "job:%d" % p.pid, "query", "SELECT 1")
+    assert r.returncode == 1 and r.stdout == ""
+    assert "is not in a distributed job" in r.stderr
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# ranks\n%d\n\nnot a target\n" % p.pid)
+    r = probing("-t", "@%s" % hosts, "query", "SELECT 1")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "%s:4:" % hosts in r.stderr
+    hosts.write_text("%d  # the only one\n" % p.pid)
+    r = probing("-t", "@%s" % hosts, "query", "-f", "json", "SELECT 1 AS one")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"one": 1}]
+    r = probing("-t", "@%s" % (tmp_path / "missing"), "query", "SELECT 1")
+    assert r.returncode == 1 and "cannot read host file" in r.stderr
