@@ -322,7 +322,7 @@ cmd_inject_pep768(struct cmd_ctx *ctx, const struct endpoint *ep, int major,
 		return NULL;
 	until = cmd_inject_now_ms() + CMD_INJECT_PEP768_MS;
 	while (cmd_inject_now_ms() < until) {
-		if (client_probe_pid(ep->pid) &&
+		if (client_probe_pid(ep->pid, NULL) == 1 &&
 		    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
 			ctx->timeout_ms, 2000, &h, &status, &cause) == 0)
 			return h;
