@@ -1,5 +1,6 @@
 """backtrace: every thread's Python and native stack, also when the process
 is hung (GIL held forever in C, deadlocked threads, agent injected late)."""
+import ast
 import json
 import os
 import re
@@ -382,6 +383,24 @@ def test_thread_traced_by_another_tool(workload):
     finally:
         st.kill()
         st.wait()
+
+
+def test_forked_child_does_not_inherit_the_helper(workload, tmp_path):
+    """After a backtrace the agent holds the helper's socket and pidfd; a
+    child forked then holds neither."""
+    arm = tmp_path / "arm"
+    p = workload("fork", script=WAITS, env={"ARM_FILE": str(arm)})
+    bt_json(p.pid)
+    links = [os.readlink("/proc/%d/fd/%s" % (p.pid, fd))
+             for fd in os.listdir("/proc/%d/fd" % p.pid)]
+    assert any(l.startswith("socket:") for l in links)
+    assert "anon_inode:[pidfd]" in links
+    arm.write_text("")
+    line = [l for l in p.wait_out("child ") and p.out().splitlines()
+            if l.startswith("child ")][0]
+    fds = ast.literal_eval(line[len("child "):])
+    assert not [l for l in fds.values() if l.startswith("socket:")
+                or l == "anon_inode:[pidfd]" or "probing-unwind" in l], fds
 
 
 def test_helper_is_not_a_child_of_the_job(workload):

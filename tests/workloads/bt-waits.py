@@ -17,6 +17,8 @@
             threads parked in Python.
   subreaper the process is a child subreaper (PR_SET_CHILD_SUBREAPER);
             threads parked in Python.
+  fork      once $ARM_FILE exists, forks a child that lists its open fds
+            ("child {fd: link}") and exits.
 """
 import ctypes
 import os
@@ -185,6 +187,29 @@ def subreaper():
     park_forever()
 
 
+def fork_after():
+    say("ready %d" % os.getpid())
+    arm = os.environ["ARM_FILE"]
+    while not os.path.exists(arm):
+        time.sleep(0.01)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        fds = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds[fd] = os.readlink("/proc/self/fd/" + fd)
+            except OSError:
+                pass
+        os.write(w, repr(fds).encode())
+        os._exit(0)
+    os.close(w)
+    say("child " + os.read(r, 65536).decode())
+    os.waitpid(pid, 0)
+    park_forever()
+
+
 if __name__ == "__main__":
     {"c-waits": c_waits, "gil-sleep": gil_sleep, "seccomp": seccomp,
-     "subreaper": subreaper}[sys.argv[1]]()
+     "subreaper": subreaper, "fork": fork_after}[sys.argv[1]]()
