@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "proto.h"
 #include "xmalloc.h"
@@ -40,15 +40,6 @@ client_catch_sigint(void)
 	sa.sa_handler = client_on_sigint;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL); /* no SA_RESTART: poll returns */
-}
-
-static long
-client_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 /* Connects to pid's abstract socket; -1 with errno on failure (0 and
@@ -203,7 +194,7 @@ client_read_reply(int fd, const struct endpoint *ep, int wait_ms,
 {
 	char *buf = NULL, *why = NULL;
 	size_t len = 0, cap = 0;
-	long start = client_now_ms(), deadline = start + wait_ms;
+	double start = clock_ms(), deadline = start + wait_ms;
 	struct pollfd pfd = { fd, POLLIN, 0 };
 	ssize_t n;
 	int rc = 0, eof = 0, left;
@@ -219,10 +210,10 @@ client_read_reply(int fd, const struct endpoint *ep, int wait_ms,
 			cap = cap ? cap * 2 : 65536;
 			buf = xrealloc(buf, cap);
 		}
-		left = (int)(deadline - client_now_ms());
+		left = clock_left_ms(deadline);
 		if (client_interrupted) {
 			cause_set(cause, "interrupted after %.1f s",
-			    (double)(client_now_ms() - start) / 1000.0);
+			    (clock_ms() - start) / 1000.0);
 			rc = -1;
 			break;
 		}
