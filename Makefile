@@ -22,7 +22,7 @@ ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Ishared \
 CLI_CFLAGS := $(ALL_CFLAGS) $(SANITIZE)
 LDFLAGS ?=
 
-DEPS_PKGS := libevent-dev libsqlite3-dev python3-dev libjansson-dev \
+DEPS_PKGS := libevent-dev libsqlite3-dev python3-dev liblzma-dev libjansson-dev \
              libunwind-dev libncurses-dev libedit-dev pkg-config \
              python3-torch python3-pytest python3-pexpect tmux gdb \
              clang libclang-rt-14-dev hyperfine xxd psmisc valgrind iproute2 strace curl \
@@ -75,9 +75,18 @@ deps:
 	    { echo "probing: apt-get install$$missing failed" >&2; exit 1; }; \
 	fi
 
+# What building (not testing) needs; when one is missing the build stops
+# with the apt-get line that fixes it (also under pip install).
+PROBING_BUILD_PKGS ?= libevent-dev libsqlite3-dev libjansson-dev libunwind-dev \
+                      liblzma-dev libncurses-dev libedit-dev xxd
 deps-check:
-	@for p in libevent-dev libsqlite3-dev python3-dev libjansson-dev libunwind-dev libncurses-dev libedit-dev; do \
-	  dpkg -s $$p >/dev/null 2>&1 || { echo "missing $$p: run make deps" >&2; exit 1; }; done
+	@missing=""; for p in $(PROBING_BUILD_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || \
+	    missing="$$missing $$p"; done; \
+	[ -f "$(PYINC)/Python.h" ] || missing="$$missing python$(PYVER)-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "probing: cannot build: missing Debian packages:$$missing" >&2; \
+	  echo "probing: fix with: apt-get install$$missing" >&2; exit 1; fi
 
 $(B)/%.o: %.c $(wildcard shared/*.h tui/*.h injector/*.h)
 	@mkdir -p $(@D)
