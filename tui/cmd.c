@@ -16,6 +16,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_evals_entry,
 	&cmd_repl_entry,
 	&cmd_backtrace_entry,
+	&cmd_hang_entry,
 	&cmd_config_entry,
 	&cmd_tables_entry,
 	&cmd_metrics_entry,

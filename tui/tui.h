@@ -69,6 +69,7 @@ extern const struct cmd_entry cmd_tables_entry;
 extern const struct cmd_entry cmd_inject_entry;
 extern const struct cmd_entry cmd_help_entry;
 extern const struct cmd_entry cmd_backtrace_entry;
+extern const struct cmd_entry cmd_hang_entry;
 extern const struct cmd_entry cmd_metrics_entry;
 extern const struct cmd_entry cmd_trace_entry;
 extern const struct cmd_entry cmd_completion_entry;

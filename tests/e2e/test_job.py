@@ -184,3 +184,40 @@ def test_job_target_errors(spawn, tmp_path):
     assert json.loads(r.stdout) == [{"one": 1}]
     r = probing("-t", "@%s" % (tmp_path / "missing"), "query", "SELECT 1")
     assert r.returncode == 1 and "cannot read host file" in r.stderr
+
+
+def test_hang_names_the_rank_that_skipped_the_collective(job_skip):
+    p, pids = job_skip
+
+    def diagnosed():
+        r = probing("-t", "job:%d" % pids[0], "hang", "-f", "json")
+        d = json.loads(r.stdout)
+        return (r, d) if d["hung"] and d["waiting"] == [0, 1, 3] else None
+
+    r, d = wait_for(diagnosed, 60, "a hang naming ranks 0,1,3 as waiting")
+    assert r.returncode == 1
+    c = d["collective"]
+    assert c["op"] == "all_reduce" and c["group_size"] == 4
+    assert c["site"].endswith("dist_job.py:%d" % line_of("dist.all_reduce(t)"))
+    assert [w["rank"] for w in d["not_waiting"]] == [2]
+    odd = d["not_waiting"][0]
+    assert odd["func"] == "odd_one_out" and odd["file"].endswith("dist_job.py")
+    assert odd["target"] == str(pids[2]) and odd["stepping"] is False
+    text = probing("-t", "job:%d" % pids[3], "hang")
+    assert text.returncode == 1
+    assert re.search(r"hang: ranks 0-1,3 wait in all_reduce \(group \S+ of 4, seq \d+\) "
+                     r"called at \S+dist_job.py:\d+, for \d+\.\d s", text.stdout), text.stdout
+    assert re.search(r"rank 2 \(%d\) is not in it: odd_one_out \(\S+dist_job.py:\d+\)" % pids[2],
+                     text.stdout), text.stdout
+
+
+def test_hang_says_nothing_on_a_healthy_job(job_running):
+    p, pids, port = job_running
+    r = probing("-t", "job:%d" % pids[1], "hang", "--interval", "0.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("no hang")
+
+
+def test_hang_bad_interval():
+    r = probing("-t", "1", "hang", "--interval", "0")
+    assert r.returncode == 2 and r.stdout == "" and "--interval" in r.stderr
