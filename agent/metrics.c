@@ -8,7 +8,9 @@
  * time histogram). Rows the ring overwrote before a scrape read them are
  * not in those totals; probing_ring_dropped_rows_total counts them. The
  * ring is read through ring_snapshot and ring_counts only, never the
- * torch hooks; nothing here takes the GIL or touches Python.
+ * torch hooks. The only Python involved is identity_read (rank, job), which
+ * waits at most METRICS_GIL_MS for the GIL and otherwise reads the
+ * environment the process started with.
  *
  * Threads: metrics_text runs on request threads; metrics_lock guards the
  * totals. Module and optimizer names are the ring's interned strings,
@@ -27,6 +29,8 @@
 #define METRICS_SLOTS     1024 /* module/stage pairs kept, power of two */
 #define METRICS_TOP       20   /* modules exported, by time spent */
 #define METRICS_OPTIMIZER 8
+#define METRICS_COLL      64 /* (op, state) pairs */
+#define METRICS_GIL_MS    50 /* the most a scrape waits for the GIL */
 
 /* Running totals of one (name, stage). */
 struct metrics_sum {
@@ -57,6 +61,13 @@ static struct {
 	uint64_t step_count;
 	double allocated; /* MB, of the newest row */
 	uint64_t rows;    /* rows folded */
+	/* python.collectives: rows are folded once they are no longer
+	 * "running" (the hook rewrites a row when its call returns). */
+	uint64_t coll_after;
+	struct metrics_sum coll[METRICS_COLL]; /* name = op, stage = state */
+	int ncoll;
+	uint64_t coll_rows;
+	int coll_running; /* rows still running at the last scrape */
 } M = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static struct timespec metrics_t0;
@@ -139,15 +150,15 @@ metrics_sample(struct metrics_buf *b, const char *name, const char *base,
 	    b, "%s{%s%s%s} %.17g\n", name, base, *extra ? "," : "", extra, v);
 }
 
-/* One sample with k="v" (escaped) and, when stage is set, stage="..". */
+/* One sample with k="v" (escaped) and, when k2 is set, k2="v2". */
 static void
 metrics_sample_kv(struct metrics_buf *b, const char *name, const char *base,
-    const char *k, const char *v, const char *stage, double value)
+    const char *k, const char *v, const char *k2, const char *v2, double value)
 {
 	metrics_printf(b, "%s{%s,%s=\"", name, base, k);
 	metrics_label_value(b, v);
-	if (stage != NULL)
-		metrics_printf(b, "\",stage=\"%s", stage);
+	if (k2 != NULL)
+		metrics_printf(b, "\",%s=\"%s", k2, v2);
 	metrics_printf(b, "\"} %.17g\n", value);
 }
 
@@ -268,6 +279,54 @@ metrics_fold(void)
 	free(rows);
 }
 
+/* Folds the collectives that finished since the last scrape, stopping
+ * at the first one still running (it is folded once it ends). Lock held. */
+static void
+metrics_fold_collectives(void)
+{
+	uint64_t pushed, dropped;
+	size_t cap, n, i;
+	const struct collectives_rec *r;
+	struct metrics_sum *s;
+	char *rows;
+	int k, stop = 0;
+
+	ring_counts(&tbl_collectives_ring, &pushed, &dropped, &cap);
+	if (pushed < M.coll_after)
+		M.coll_after = 0;
+	rows = ring_snapshot(&tbl_collectives_ring, M.coll_after, &n);
+	M.coll_running = 0;
+	for (i = 0; i < n; i++) {
+		r = (const struct collectives_rec *)(rows +
+		    i * tbl_collectives_ring.recsize);
+		if (r->state == NULL || r->op == NULL ||
+		    strcmp(r->state, "running") == 0) {
+			M.coll_running++;
+			stop = 1;
+			continue;
+		}
+		if (stop)
+			continue;
+		M.coll_after = (uint64_t)r->id;
+		M.coll_rows++;
+		s = NULL;
+		for (k = 0; k < M.ncoll; k++)
+			if (M.coll[k].name == r->op &&
+			    M.coll[k].stage == r->state)
+				s = &M.coll[k];
+		if (s == NULL && M.ncoll < METRICS_COLL) {
+			s = &M.coll[M.ncoll++];
+			s->name = r->op;
+			s->stage = r->state;
+		}
+		if (s != NULL) {
+			s->sum += r->duration;
+			s->count++;
+		}
+	}
+	free(rows);
+}
+
 static int
 metrics_by_time(const void *a, const void *b)
 {
@@ -277,27 +336,21 @@ metrics_by_time(const void *a, const void *b)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Writes the labels every series carries: rank, job, host. */
+/* Writes the labels every series carries: rank, job and host, from the
+ * job identity (torch.distributed when initialized, else the environment
+ * as it is now; see identity.c), which waits at most gil_ms for the GIL. */
 static void
-metrics_base_labels(struct metrics_buf *b)
+metrics_base_labels(struct metrics_buf *b, struct identity *id, int gil_ms)
 {
-	const char *rank = getenv("RANK"), *job = getenv("TORCHELASTIC_RUN_ID");
-	char host[256] = "";
-
-	if (rank == NULL || *rank == '\0')
-		rank = getenv("SLURM_PROCID");
-	if (job == NULL || *job == '\0' || strcmp(job, "none") == 0)
-		job = getenv("SLURM_JOB_ID");
-	if (gethostname(host, sizeof host - 1) != 0)
-		snprintf(host, sizeof host, "unknown");
-	metrics_printf(b, "rank=\"");
-	metrics_label_value(b, rank != NULL && *rank ? rank : "0");
-	metrics_printf(b, "\",host=\"");
-	metrics_label_value(b, host);
+	identity_read(id, gil_ms);
+	metrics_printf(b, "host=\"");
+	metrics_label_value(b, id->host);
 	metrics_printf(b, "\"");
-	if (job != NULL && *job != '\0') {
+	if (id->rank >= 0)
+		metrics_printf(b, ",rank=\"%d\"", id->rank);
+	if (id->job[0] != '\0') {
 		metrics_printf(b, ",job=\"");
-		metrics_label_value(b, job);
+		metrics_label_value(b, id->job);
 		metrics_printf(b, "\"");
 	}
 }
@@ -330,24 +383,52 @@ metrics_proc(double *cpu, double *rss)
 	return 0;
 }
 
+/* The rings behind the tables, for the ring families. */
+static const struct {
+	const char *table;
+	struct ring *ring;
+} metrics_rings[] = {
+	{ "torch_trace", &tbl_torch_trace_ring },
+	{ "collectives", &tbl_collectives_ring },
+};
+
+/* One ring family: what 0 rows pushed, 1 dropped, 2 capacity. */
 static void
-metrics_agent(struct metrics_buf *b, const char *base)
+metrics_ring(struct metrics_buf *b, const char *base, const char *name,
+    const char *type, const char *help, int what)
+{
+	uint64_t pushed, dropped;
+	size_t cap, i;
+	char extra[64];
+
+	metrics_family(b, name, type, help);
+	for (i = 0; i < sizeof metrics_rings / sizeof metrics_rings[0]; i++) {
+		ring_counts(metrics_rings[i].ring, &pushed, &dropped, &cap);
+		snprintf(extra, sizeof extra, "table=\"%s\"",
+		    metrics_rings[i].table);
+		metrics_sample(b, name, base, extra,
+		    what == 0       ? (double)pushed
+			: what == 1 ? (double)dropped
+				    : (double)cap);
+	}
+}
+
+static void
+metrics_agent(
+    struct metrics_buf *b, const char *base, const struct identity *id)
 {
 	struct timespec now;
-	uint64_t pushed, dropped;
-	size_t cap;
 	double cpu, rss;
 	char extra[256];
-	const char *ws = getenv("WORLD_SIZE");
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	metrics_family(b, "probing_agent_info", "gauge",
 	    "The agent's version and the Python it runs in; always 1.");
 	snprintf(extra, sizeof extra,
-	    "version=\"%s\",python=\"%s\",pid=\"%d\",world_size=\"%s\"",
+	    "version=\"%s\",python=\"%s\",pid=\"%d\",world_size=\"%d\","
+	    "identity=\"%s\"",
 	    PROBING_VERSION, agent_python_version(), (int)agent_pid,
-	    ws != NULL && strspn(ws, "0123456789") == strlen(ws) && *ws ? ws
-									: "1");
+	    id->world_size > 0 ? id->world_size : 1, id->source);
 	metrics_sample(b, "probing_agent_info", base, extra, 1);
 	metrics_family(b, "probing_agent_uptime_seconds", "gauge",
 	    "Seconds since the agent was loaded into this process.");
@@ -363,19 +444,12 @@ metrics_agent(struct metrics_buf *b, const char *base)
 		metrics_sample(
 		    b, "process_resident_memory_bytes", base, "", rss);
 	}
-	ring_counts(&tbl_torch_trace_ring, &pushed, &dropped, &cap);
-	metrics_family(b, "probing_ring_rows_total", "counter",
-	    "Rows written into the ring behind a table.");
-	metrics_sample(b, "probing_ring_rows_total", base,
-	    "table=\"torch_trace\"", (double)pushed);
-	metrics_family(b, "probing_ring_dropped_rows_total", "counter",
-	    "Rows the ring overwrote (or dropped when resized or cleared).");
-	metrics_sample(b, "probing_ring_dropped_rows_total", base,
-	    "table=\"torch_trace\"", (double)dropped);
-	metrics_family(b, "probing_ring_capacity_rows", "gauge",
-	    "Rows the ring holds (probing.buffer_size).");
-	metrics_sample(b, "probing_ring_capacity_rows", base,
-	    "table=\"torch_trace\"", (double)cap);
+	metrics_ring(b, base, "probing_ring_rows_total", "counter",
+	    "Rows written into the ring behind a table.", 0);
+	metrics_ring(b, base, "probing_ring_dropped_rows_total", "counter",
+	    "Rows the ring overwrote (or dropped when resized).", 1);
+	metrics_ring(b, base, "probing_ring_capacity_rows", "gauge",
+	    "Rows the ring holds (probing.buffer_size).", 2);
 	metrics_family(b, "probing_torch_tracing_enabled", "gauge",
 	    "1 when torch tracing is on (probing.torch.enabled).");
 	metrics_sample(b, "probing_torch_tracing_enabled", base, "",
@@ -416,10 +490,11 @@ metrics_torch(struct metrics_buf *b, const char *base)
 	    "Time spent in optimizer.step, per optimizer class.");
 	for (i = 0; i < M.nopt; i++) {
 		metrics_sample_kv(b, "probing_torch_optimizer_step_seconds_sum",
-		    base, "optimizer", M.opt[i].name, NULL, M.opt[i].sum);
+		    base, "optimizer", M.opt[i].name, NULL, NULL, M.opt[i].sum);
 		metrics_sample_kv(b,
 		    "probing_torch_optimizer_step_seconds_count", base,
-		    "optimizer", M.opt[i].name, NULL, (double)M.opt[i].count);
+		    "optimizer", M.opt[i].name, NULL, NULL,
+		    (double)M.opt[i].count);
 	}
 	metrics_family(b, "probing_torch_memory_allocated_bytes", "gauge",
 	    "torch.cuda.memory_allocated() at the newest traced call.");
@@ -445,33 +520,68 @@ metrics_torch(struct metrics_buf *b, const char *base)
 		if (j == nmods)
 			continue;
 		metrics_sample_kv(b, "probing_torch_module_seconds_sum", base,
-		    "module", top[i]->name, top[i]->stage, top[i]->sum);
+		    "module", top[i]->name, "stage", top[i]->stage,
+		    top[i]->sum);
 		metrics_sample_kv(b, "probing_torch_module_seconds_count", base,
-		    "module", top[i]->name, top[i]->stage,
+		    "module", top[i]->name, "stage", top[i]->stage,
 		    (double)top[i]->count);
 	}
+}
+
+/* Lock held: the collectives families, once any collective was seen. */
+static void
+metrics_collectives(struct metrics_buf *b, const char *base)
+{
+	int i;
+
+	metrics_family(b, "probing_torch_collectives_total", "counter",
+	    "torch.distributed calls that returned, by op and state (done, "
+	    "failed, or issued for async ones).");
+	for (i = 0; i < M.ncoll; i++)
+		metrics_sample_kv(b, "probing_torch_collectives_total", base,
+		    "op", M.coll[i].name, "state", M.coll[i].stage,
+		    (double)M.coll[i].count);
+	metrics_family(b, "probing_torch_collective_seconds", "summary",
+	    "Time in torch.distributed calls that completed (done), by op.");
+	for (i = 0; i < M.ncoll; i++) {
+		if (strcmp(M.coll[i].stage, "done") != 0)
+			continue;
+		metrics_sample_kv(b, "probing_torch_collective_seconds_sum",
+		    base, "op", M.coll[i].name, NULL, NULL, M.coll[i].sum);
+		metrics_sample_kv(b, "probing_torch_collective_seconds_count",
+		    base, "op", M.coll[i].name, NULL, NULL,
+		    (double)M.coll[i].count);
+	}
+	metrics_family(b, "probing_torch_collectives_running", "gauge",
+	    "torch.distributed calls in progress now (a hang shows here).");
+	metrics_sample(
+	    b, "probing_torch_collectives_running", base, "", M.coll_running);
 }
 
 json_t *
 metrics_run(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	struct metrics_buf b = { 0 }, base = { 0 };
+	struct identity id;
 	json_t *r;
 
 	(void)body;
 	(void)timeout_ms;
 	*status = 500;
-	metrics_base_labels(&base);
+	metrics_base_labels(&base, &id, METRICS_GIL_MS);
 	if (base.oom) {
 		free(base.s);
 		cause_set(cause, "out of memory");
 		return NULL;
 	}
-	metrics_agent(&b, base.s);
+	metrics_agent(&b, base.s, &id);
 	pthread_mutex_lock(&M.lock);
 	metrics_fold();
+	metrics_fold_collectives();
 	if (M.rows > 0)
 		metrics_torch(&b, base.s);
+	if (M.coll_rows > 0 || M.coll_running > 0)
+		metrics_collectives(&b, base.s);
 	pthread_mutex_unlock(&M.lock);
 	r = b.oom ? NULL : json_stringn(b.s ? b.s : "", b.len);
 	free(b.s);

@@ -58,7 +58,7 @@ def test_metrics_without_torch(spawn):
     up = series(text, "probing_agent_uptime_seconds")
     assert len(up) == 1 and up[0][1] >= 0
     labels = up[0][0]
-    assert labels["rank"] == "2" and labels["job"] == "4242"
+    assert labels["rank"] == "2" and labels["job"] == "slurm:4242"
     assert labels["host"] == socket.gethostname()
     assert series(text, "probing_ring_dropped_rows_total")
     assert "probing_torch_steps_total" not in text
@@ -186,17 +186,17 @@ scrape_configs:
             return r["data"]["result"] if r.get("status") == "success" else None
 
         got = wait_for(lambda: (lambda r: r if r and len(r) == 2 else None)(
-            result('probing_torch_steps_total{job="jobA"} > 0')),
+            result('probing_torch_steps_total{job="torchelastic:jobA"} > 0')),
             timeout=90, what="two jobs' steps in Prometheus", interval=0.5)
         labels = sorted((s["metric"]["rank"], s["metric"]["host"],
                          s["metric"]["job"]) for s in got)
-        assert labels == [("0", socket.gethostname(), "jobA"),
-                          ("1", socket.gethostname(), "jobA")]
-        for q in ('probing_agent_uptime_seconds{job="jobA"}',
-                  'probing_torch_step_duration_seconds_count{job="jobA"}',
-                  'probing_torch_module_seconds_sum{job="jobA",module="Net",'
+        assert labels == [("0", socket.gethostname(), "torchelastic:jobA"),
+                          ("1", socket.gethostname(), "torchelastic:jobA")]
+        for q in ('probing_agent_uptime_seconds{job="torchelastic:jobA"}',
+                  'probing_torch_step_duration_seconds_count{job="torchelastic:jobA"}',
+                  'probing_torch_module_seconds_sum{job="torchelastic:jobA",module="Net",'
                   'stage="forward"}',
-                  'probing_ring_dropped_rows_total{job="jobA"}'):
+                  'probing_ring_dropped_rows_total{job="torchelastic:jobA",table="torch_trace"}'):
             r = wait_for(lambda: (lambda r: r if r and len(r) == 2 else None)(
                 result(q)), timeout=30, what=q, interval=0.5)
             assert {s["metric"]["rank"] for s in r} == {"0", "1"}
@@ -220,3 +220,24 @@ scrape_configs:
         log.close()
     for j in jobs:
         assert j.alive(), j.err()
+
+
+def test_metrics_collectives_of_a_job(userbase):
+    from test_job import start_job, stop_job
+    p, pids, _ = start_job(userbase, "skip", odd=-1, world=2)
+    try:
+        def done():
+            t = metrics(pids[1])
+            s = [v for l, v in series(t, "probing_torch_collectives_total")
+                 if l["op"] == "all_reduce" and l["state"] == "done"]
+            return t if s and s[0] >= 3 else None
+        text = wait_for(done, timeout=60, what="all_reduce counted", interval=0.5)
+        promtool_ok(text)
+        up = series(text, "probing_agent_uptime_seconds")[0][0]
+        assert up["rank"] == "1"
+        assert series(text, "probing_torch_collective_seconds_count")
+        assert series(text, "probing_torch_collectives_running")
+        assert [v for l, v in series(text, "probing_ring_rows_total")
+                if l["table"] == "collectives"][0] >= 3
+    finally:
+        stop_job(p)
