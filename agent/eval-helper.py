@@ -36,7 +36,7 @@ _last = None  # the value this helper last stored in builtins._
 
 
 def _mine():
-    return _thread.get_ident() in _bufs
+    return bool(_bufs) and _get_ident() in _bufs
 
 
 class _Tee:
@@ -53,7 +53,7 @@ class _Tee:
         return self._orig.write(s)
 
     def flush(self):
-        if not _mine():
+        if not _bufs or _get_ident() not in _bufs:
             self._orig.flush()
 
     def fileno(self):
