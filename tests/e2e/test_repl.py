@@ -256,9 +256,9 @@ def test_repl_reads_statements_from_a_pipe(target):
 
 
 def test_repl_needs_one_target_and_a_live_agent(target, spawn):
-    r = probing("-t", "%d,%d" % (target.pid, target.pid), "repl", input="")
-    assert r.returncode == 2 and "one target" in r.stderr
     plain = spawn("idle.py", probing=None)
+    r = probing("-t", "%d,%d" % (target.pid, plain.pid), "repl", input="")
+    assert r.returncode == 2 and "one target" in r.stderr
     r = probing("-t", plain.pid, "repl", input="1\n")
     assert r.returncode == 1
     assert r.stderr.startswith("probing: no probing agent in pid %d" % plain.pid)

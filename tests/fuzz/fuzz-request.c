@@ -63,6 +63,15 @@ identity_json(const struct identity *id)
 }
 
 json_t *
+jobstore_members(const struct identity *id, int timeout_ms, char **cause)
+{
+	(void)id;
+	(void)timeout_ms;
+	(void)cause;
+	return json_array();
+}
+
+json_t *
 metrics_run(json_t *body, int timeout_ms, int *status, char **cause)
 {
 	(void)body;
