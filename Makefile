@@ -251,6 +251,7 @@ lint:
 	  -Ishared -Iagent -Itui -Iinjector shared agent injector tui
 	clang-tidy --quiet $(SHARED_SRC) $(INJ_SRC) $(TUI_SRC) -- $(ALL_CFLAGS) -Iinjector
 	clang-tidy --quiet $(AGENT_SRC) -- $(ALL_CFLAGS) -Iagent -I$(PYINC)
+	clang-tidy --quiet $(HELPER_SRC) -- $(ALL_CFLAGS)
 
 screenshots: all
 	@tests/e2e/screenshots.sh
