@@ -480,7 +480,8 @@ conn_sweep(evutil_socket_t fd, short what, void *unused)
 	struct stat sb;
 	void *evcon;
 	long now = conn_now_ms();
-	int i;
+	char buf[16384];
+	int i, n;
 
 	(void)fd;
 	(void)what;
@@ -496,6 +497,12 @@ conn_sweep(evutil_socket_t fd, short what, void *unused)
 		}
 		if ((c->trusted && !c->closing) || now < c->deadline_ms)
 			continue;
+		/* Unread bytes would turn the close into a reset, which may
+		 * drop an answer the peer has not read yet: discard them. */
+		for (n = 0;
+		     n < 16 && recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) > 0;
+		     n++)
+			;
 		evcon = c->evcon;
 		conn_slot_free(i);
 		evhttp_connection_free(evcon);

@@ -152,26 +152,36 @@ cmd_inject_apply(
 }
 
 /* If the target does not see our agent file at the same path (another
- * root or mount namespace), copy it into the target's /tmp so that dlopen
- * there finds it; path is updated to the target's view. */
+ * root or mount namespace), copy it into the target user's directory so
+ * that dlopen there finds it; path is updated to the target's view. */
 static int
 cmd_inject_place_agent(pid_t pid, char *path, size_t len, char **cause)
 {
-	char root[64], dst[PATH_MAX], inside[128], buf[65536];
+	char root[64], dst[PATH_MAX], dir[512], buf[65536];
+	const char *name = strrchr(path, '/') + 1;
 	struct stat a, b;
-	int in = -1, out = -1;
+	int in = -1, out = -1, dfd;
 	ssize_t n;
+	uid_t uid;
 
 	snprintf(root, sizeof root, "/proc/%d/root", (int)pid);
 	snprintf(dst, sizeof dst, "%s%s", root, path);
 	if (stat(dst, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
 	    a.st_ino == b.st_ino)
 		return 0;
-	snprintf(inside, sizeof inside, "/tmp/%s", strrchr(path, '/') + 1);
-	snprintf(dst, sizeof dst, "%s%s", root, inside);
+	/* The copy goes in the target user's own directory, never through a
+	 * name someone else could have planted in its /tmp. */
+	if (rundir_of_pid(pid, dir, sizeof dir, &uid, cause) != 0 ||
+	    (dfd = rundir_open(dir, uid, 1, cause)) < 0)
+		return -1;
+	snprintf(dst, sizeof dst, "%s/%s", dir, name);
+	unlinkat(dfd, name, 0);
 	in = open(path, O_RDONLY | O_CLOEXEC);
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-	if (in < 0 || out < 0) {
+	out = openat(dfd, name,
+	    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
+	close(dfd);
+	if (in < 0 || out < 0 ||
+	    (geteuid() != uid && fchown(out, uid, (gid_t)-1) != 0)) {
 		cause_set(cause, "cannot copy the agent into pid %d's root: %s",
 		    (int)pid, strerror(errno));
 		goto fail;
@@ -185,7 +195,7 @@ cmd_inject_place_agent(pid_t pid, char *path, size_t len, char **cause)
 	}
 	close(in);
 	close(out);
-	snprintf(path, len, "%s", inside);
+	snprintf(path, len, "%s", dst + strlen(root));
 	return 0;
 fail:
 	if (in >= 0)

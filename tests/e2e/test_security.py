@@ -120,6 +120,9 @@ def test_inject_does_not_write_through_planted_links(spawn):
     with open(init, "w") as f:
         f.write("probing.sample_rate=0.125\n")
     log_link, init_link = "/tmp/probing-%d.log" % p.pid, "/tmp/probing-%d.init" % p.pid
+    for f in (log_link, init_link):  # left by a dead process of that pid
+        if os.path.lexists(f):
+            os.unlink(f)
     try:
         r = as_nobody(["ln", "-sf", victim, log_link])
         assert r.returncode == 0, r.stderr
@@ -162,6 +165,34 @@ def test_probing_start_ignores_fifos_and_links_in_tmp(spawn, tmp_path):
         assert stat.S_IMODE(os.stat(os.path.join(xdg, "probing")).st_mode) == 0o700
     finally:
         for f in planted + [victim]:
+            if os.path.lexists(f):
+                os.unlink(f)
+
+
+def test_inject_copy_of_the_agent_is_not_written_through_a_planted_link(spawn):
+    """A target that cannot see the agent file gets a copy: not in /tmp,
+    where uid 65534 planted the name as a link to a root file."""
+    import sysconfig
+    victim = victim_file()
+    ver = sysconfig.get_python_version()
+    planted = "/tmp/libprobing-%s.so" % ver
+    script = "import os, time\nprint('ready', os.getpid(), flush=True)\nwhile True: time.sleep(0.05)\n"
+    hide = os.path.dirname(os.path.dirname(PROBING))
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            "mount -t tmpfs none %s && exec %s -c \"$0\"" % (hide, PY), script]
+    p = spawn(None, probing=None, wait=False, argv=argv)
+    try:
+        p.wait_out("ready")
+        pid = int(p.out().split()[1])
+        if os.path.lexists(planted):
+            os.unlink(planted)
+        assert as_nobody(["ln", "-s", victim, planted]).returncode == 0
+        r = probing("-t", pid, "inject")
+        assert r.returncode == 0, r.stderr
+        assert probing("-t", pid, "eval", "os.getpid()").stdout == "%d\n" % pid
+        assert open(victim).read() == "untouched\n"
+    finally:
+        for f in (planted, victim):
             if os.path.lexists(f):
                 os.unlink(f)
 
@@ -235,7 +266,7 @@ while True:
 '''
 
 
-def test_squatted_socket_is_refused(spawn):
+def test_squatted_socket_is_refused(spawn, userbase):
     p = spawn("idle.py", probing=None)
     d = nobody_dir()
     script, got = os.path.join(d, "squat.py"), os.path.join(d, "got")
@@ -259,6 +290,11 @@ def test_squatted_socket_is_refused(spawn):
         r = probing("list", "-f", "json")
         assert r.returncode == 0
         assert p.pid not in [row["pid"] for row in json.loads(r.stdout)]
+        # the Python API refuses the same way
+        r = subprocess.run([PY, "-c", "import probing\ntry:\n probing.connect(pid=%d)\n"
+                            "except probing.ConnectionError as e:\n print(e)" % p.pid],
+                           env=userbase, capture_output=True, text=True, timeout=60)
+        assert r.stdout.strip() == want, (r.stdout, r.stderr)
         assert open(got, "rb").read() == b"", "the request went to the squatter"
     finally:
         sq.kill()
@@ -294,6 +330,8 @@ for i in range(n):
     s.setblocking(False)
     s.connect_ex(("127.0.0.1", port))
     socks.append(s)
+    if i % 50 == 49:
+        time.sleep(0.05)  # let the listen backlog drain
 for i in range(100):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.setblocking(False)

@@ -84,12 +84,33 @@ def _unix_connection(pid, timeout):
             s.settimeout(self.timeout)
             try:
                 s.connect("\0probing-%d" % pid)
+                _check_peer(s, pid)
             except BaseException:
                 s.close()
                 raise
             self.sock = s
 
     return UnixHTTPConnection("probing", timeout=timeout)
+
+
+def _check_peer(s, pid):
+    """Anyone may bind @probing-<pid> first: trust the listener only when
+    it is pid (or a thread of it) running as pid's user or root."""
+    import socket
+    import struct
+
+    qpid, quid, _ = struct.unpack("3i", s.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            uid = [int(l.split()[2]) for l in f if l.startswith("Uid:")][0]
+    except (OSError, IndexError, ValueError):
+        uid = None
+    if (quid in (0, uid) and qpid > 0 and
+            (qpid == pid or _os.path.exists("/proc/%d/task/%d" % (pid, qpid)))):
+        return
+    raise ConnectionError("@probing-%d is held by pid %d (uid %d), not by "
+                          "the target: refusing" % (pid, qpid, quid))
 
 
 def _no_agent(pid, err):
@@ -179,6 +200,8 @@ class Probe:
                                    (self.endpoint, wait,
                                     _stopped(self.pid) or "its agent is "
                                     "wedged or too busy")) from None
+            except ConnectionError:
+                raise
             except OSError as e:
                 if self.pid is not None:
                     msg = _no_agent(self.pid, e)
