@@ -125,32 +125,6 @@ eval_interrupt(long id, int timeout_ms, char **cause)
 	return json_pack("{s:b}", "interrupted", id == 1);
 }
 
-void
-identity_read(struct identity *id, int gil_ms)
-{
-	(void)gil_ms;
-	memset(id, 0, sizeof *id);
-	id->pid = agent_pid;
-	id->source = "environ";
-}
-
-json_t *
-identity_json(const struct identity *id)
-{
-	return json_pack(
-	    "{s:i, s:s}", "pid", (int)id->pid, "source", id->source);
-}
-
-json_t *
-metrics_run(json_t *body, int timeout_ms, int *status, char **cause)
-{
-	(void)body;
-	(void)timeout_ms;
-	(void)status;
-	(void)cause;
-	return json_string("probing_up 1\n");
-}
-
 /* Sends data on a fresh connection and reads until the server closes. */
 static void
 fuzz_send(const uint8_t *data, size_t size)
