@@ -27,12 +27,14 @@ struct targets {
 	int n;
 };
 
+/* Adds ep; one found again through a job or a host file is dropped, one
+ * given twice by hand is kept (commands that want one target say so). */
 static void
 targets_add(struct targets *t, const struct endpoint *ep, int rank)
 {
 	int i;
 
-	for (i = 0; i < t->n; i++) {
+	for (i = 0; rank >= 0 && i < t->n; i++) {
 		if (strcmp(t->v[i].name, ep->name) == 0)
 			return;
 	}

@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
@@ -19,14 +20,25 @@ def free_port():
     return port
 
 
-def start_job(userbase, mode="skip", odd=2, after=20, world=4):
+def start_job(userbase, mode="skip", odd=2, after=20, world=4, launch="spawn", job=""):
     """Starts dist_job.py with the agent in every rank (PROBING=2: the
-    launcher and the processes it starts); returns (proc, {rank: pid},
-    port). The caller kills proc."""
+    launcher and the processes it starts), by torch.multiprocessing.spawn
+    or torchrun; returns (proc, {rank: pid}, port). The caller kills proc
+    with stop_job."""
     port = free_port()
     env = dict(userbase, PROBING="2", DIVERGE_RANK=str(odd), DIVERGE_MODE=mode,
-               DIVERGE_AFTER=str(after), WORLD=str(world))
-    p = Proc([PY, os.path.join(WORKLOADS, "dist_job.py"), str(port)], env)
+               DIVERGE_AFTER=str(after), WORLD=str(world), LAUNCH=launch, JOB=job)
+    script = os.path.join(WORKLOADS, "dist_job.py")
+    if launch == "torchrun":
+        # Debian's torch 1.13 on Python 3.11 cannot parse the default
+        # --redirects 0 (IntFlag iteration changed); 1 with --tee 1 works.
+        logs = tempfile.mkdtemp(prefix="probing-torchrun-")
+        argv = [PY, "-m", "torch.distributed.run", "--nproc_per_node", str(world),
+                "--master_port", str(port), "--redirects", "1", "--tee", "1",
+                "--log_dir", logs, script]
+    else:
+        argv = [PY, script, str(port)]
+    p = Proc(argv, env)
     pids = {}
 
     def ranks_up():
@@ -47,6 +59,48 @@ def stop_job(p):
     """Kills the launcher and every rank it started."""
     subprocess.run(["pkill", "-KILL", "-P", str(p.pid)], capture_output=True)
     p.kill()
+
+
+def diagnose(pid, want_waiting, timeout=90):
+    """Runs hang on job:pid until it names want_waiting as the waiting
+    ranks; returns the JSON and the text run's output."""
+    def once():
+        r = probing("-t", "job:%d" % pid, "hang", "-f", "json")
+        assert r.stdout, r.stderr
+        d = json.loads(r.stdout)
+        return (r, d) if d["hung"] and d["waiting"] == want_waiting else None
+
+    r, d = wait_for(once, timeout, "a hang naming ranks %s as waiting" % want_waiting)
+    assert r.returncode == 1
+    return d, probing("-t", "job:%d" % pid, "hang").stdout
+
+
+@pytest.mark.parametrize("launch,mode,job", [
+    ("spawn", "exit", ""), ("torchrun", "wedge", ""), ("spawn", "skip", "ddp")])
+def test_hang_other_ways_a_rank_goes_wrong(userbase, launch, mode, job):
+    p, pids, _ = start_job(userbase, mode, launch=launch, job=job,
+                           after=30 if job else 20)
+    try:
+        d, text = diagnose(pids[0], [0, 1, 3])
+        if mode == "exit":
+            # rank 2 is gone: its agent went with it
+            assert d["not_found"] == [2] or [x["target"] for x in d["no_answer"]] == [str(pids[2])]
+            assert "no agent found for rank 2" in text or "did not answer" in text
+        else:
+            odd = d["not_waiting"]
+            assert [x["rank"] for x in odd] == [2]
+        if mode == "wedge":
+            assert odd[0]["func"] == "odd_one_out" and odd[0]["state"] == "holding the GIL"
+            assert odd[0]["stepping"] is False
+        if job == "ddp":
+            # DDP's allreduce comes from C++: named from the stacks
+            assert "collective" not in d
+            assert "c10d code" in text
+            assert odd[0]["func"] == "train_ddp"
+    finally:
+        for m in re.finditer(r"holder pid (\d+)", p.out()):
+            subprocess.run(["kill", "-KILL", m.group(1)], capture_output=True)
+        stop_job(p)
 
 
 @pytest.fixture(scope="module")

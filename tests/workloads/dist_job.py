@@ -27,6 +27,14 @@ def odd_one_out():
     elif MODE == "wedge":
         ctypes.PyDLL(None).sleep(3600)
     elif MODE == "exit":
+        # The process ends; a child keeps its sockets open, so the other
+        # ranks wait as they would under NCCL (with gloo alone they would
+        # see the closed connections and fail at once).
+        child = os.fork()
+        if child == 0:
+            time.sleep(120)
+            os._exit(0)
+        print("holder pid %d" % child, flush=True)
         os._exit(0)
 
 
@@ -38,6 +46,8 @@ def train(rank, world):
         dist.init_process_group("gloo")
     rank = dist.get_rank()
     print("rank %d pid %d" % (rank, os.getpid()), flush=True)
+    if os.environ.get("JOB") == "ddp":
+        return train_ddp(rank)
     x = torch.ones(64, 64)
     step = 0
     while True:
@@ -51,6 +61,26 @@ def train(rank, world):
         step += 1
         time.sleep(0.01)
         del y
+
+
+def train_ddp(rank):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.manual_seed(0)
+    model = DDP(torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                                    torch.nn.Linear(32, 1)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 32)
+    step = 0
+    while True:
+        loss = model(x).sum()
+        if not (rank == ODD and step >= AFTER):
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        if step % 10 == 0:
+            print("step %d %d" % (rank, step), flush=True)
+        step += 1
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":
