@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "proto.h"
 #include "xmalloc.h"
@@ -29,11 +30,17 @@ struct cmd_trace_ev {
 	const char *stage; /* NULL for a step slice */
 	double mb;
 	double trimmed;
+	const char *state; /* a collective's, else NULL */
+	long long bytes;
 };
 
 static const char cmd_trace_sql[] =
     "SELECT step, seq, module, stage, allocated, duration, time, "
     "thread_id, rank FROM python.torch_trace";
+
+static const char cmd_trace_coll_sql[] =
+    "SELECT op, state, start, duration, thread_id, seq, bytes "
+    "FROM python.collectives";
 
 static int
 cmd_trace_cmp(const void *a, const void *b)
@@ -106,15 +113,49 @@ cmd_trace_steps(struct cmd_trace_ev *ev, size_t n)
 	return m;
 }
 
-/* The events of one target appended to out; returns how many rows.
- * target names a host:port target in the process name, or is NULL. */
+/* Reads the collectives of result (rows of cmd_trace_coll_sql) into ev;
+ * returns how many. A running one lasts until now. */
 static size_t
-cmd_trace_target(json_t *out, json_t *result, long long pid, const char *target,
-    long long rank)
+cmd_trace_collectives(struct cmd_trace_ev *ev, json_t *result)
+{
+	json_t *rows = json_object_get(result, "rows"), *row;
+	size_t i;
+	double now = clock_wall(), dur;
+
+	json_array_foreach(rows, i, row)
+	{
+		memset(&ev[i], 0, sizeof ev[i]);
+		ev[i].name = json_string_value(json_array_get(row, 0));
+		ev[i].state = json_string_value(json_array_get(row, 1));
+		ev[i].ts = json_number_value(json_array_get(row, 2)) * 1e6;
+		dur = json_number_value(json_array_get(row, 3));
+		if (ev[i].state != NULL && strcmp(ev[i].state, "running") == 0)
+			dur = now - ev[i].ts / 1e6;
+		ev[i].end = ev[i].ts + (dur > 0 ? dur : 0) * 1e6;
+		ev[i].tid = json_integer_value(json_array_get(row, 4));
+		ev[i].seq = json_integer_value(json_array_get(row, 5));
+		ev[i].bytes = json_integer_value(json_array_get(row, 6));
+		ev[i].stage = "collective";
+		ev[i].step = -1;
+		if (ev[i].name == NULL)
+			ev[i].name = "?";
+		if (ev[i].state == NULL)
+			ev[i].state = "?";
+	}
+	return json_array_size(rows);
+}
+
+/* The events of one target appended to out; returns how many rows.
+ * coll is its python.collectives rows or NULL; target names a host:port
+ * target in the process name, or is NULL; rank is -1 when unknown. */
+static size_t
+cmd_trace_target(json_t *out, json_t *result, json_t *coll, long long pid,
+    const char *target, long long rank)
 {
 	json_t *rows = json_object_get(result, "rows"), *row, *e;
 	size_t n = json_array_size(rows), m, i;
-	struct cmd_trace_ev *ev = xcalloc(2 * n + 1, sizeof *ev);
+	size_t ncoll = json_array_size(json_object_get(coll, "rows"));
+	struct cmd_trace_ev *ev = xcalloc(2 * n + ncoll + 1, sizeof *ev);
 	char label[512], step[64];
 	long long last_tid = -1;
 
@@ -135,9 +176,12 @@ cmd_trace_target(json_t *out, json_t *result, long long pid, const char *target,
 			ev[i].name = "?";
 		if (ev[i].stage == NULL)
 			ev[i].stage = "?";
-		if (i == 0 && json_is_integer(json_array_get(row, 8)))
+		if (rank < 0 && i == 0 &&
+		    json_is_integer(json_array_get(row, 8)))
 			rank = json_integer_value(json_array_get(row, 8));
 	}
+	if (rank < 0)
+		rank = 0;
 	if (target != NULL)
 		snprintf(label, sizeof label, "rank %lld (pid %lld, %s)", rank,
 		    pid, target);
@@ -153,6 +197,8 @@ cmd_trace_target(json_t *out, json_t *result, long long pid, const char *target,
 		"process_sort_index", "pid", pid, "tid", (json_int_t)0, "args",
 		"sort_index", (json_int_t)rank));
 	m = cmd_trace_steps(ev, n);
+	if (coll != NULL)
+		m += cmd_trace_collectives(ev + m, coll);
 	qsort(ev, m, sizeof *ev, cmd_trace_cmp);
 	cmd_trace_nest(ev, m);
 	for (i = 0; i < m; i++) {
@@ -172,6 +218,13 @@ cmd_trace_target(json_t *out, json_t *result, long long pid, const char *target,
 			    pid, "tid", ev[i].tid, "ts", ev[i].ts, "dur",
 			    ev[i].end - ev[i].ts, "args", "step", ev[i].step,
 			    "allocated_mb", ev[i].mb);
+		} else if (ev[i].state != NULL) {
+			e = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, "
+				      "s:{s:I, s:s, s:I}}",
+			    "ph", "X", "name", ev[i].name, "cat", "collective",
+			    "pid", pid, "tid", ev[i].tid, "ts", ev[i].ts, "dur",
+			    ev[i].end - ev[i].ts, "args", "seq", ev[i].seq,
+			    "state", ev[i].state, "bytes", ev[i].bytes);
 		} else {
 			e = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, "
 				      "s:{s:I, s:I, s:f}}",
@@ -189,23 +242,31 @@ cmd_trace_target(json_t *out, json_t *result, long long pid, const char *target,
 	return n;
 }
 
-/* The pid and rank a target reports in /health (pid targets: its pid). */
-static long long
-cmd_trace_pid(struct cmd_ctx *ctx, const struct endpoint *ep, int index)
+/* The pid and rank a target reports in /identity (rank -1 when it does
+ * not know; pid targets keep their pid). */
+static void
+cmd_trace_who(struct cmd_ctx *ctx, const struct endpoint *ep, int index,
+    long long *pid, long long *rank)
 {
-	json_t *r;
+	json_t *r, *v;
 	char *cause = NULL;
 	int status;
-	long long pid = ep->kind == ENDPOINT_PID ? (long long)ep->pid : 0;
 
-	if (pid == 0 &&
-	    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
+	*pid = ep->kind == ENDPOINT_PID ? (long long)ep->pid : 0;
+	*rank = -1;
+	if (client_request(ep, ctx->token, "GET", PROTO_IDENTITY, NULL,
 		ctx->timeout_ms, 0, &r, &status, &cause) == 0) {
-		pid = json_integer_value(json_object_get(r, "pid"));
+		v = json_object_get(r, "pid");
+		if (*pid == 0 && json_is_integer(v))
+			*pid = json_integer_value(v);
+		v = json_object_get(r, "rank");
+		if (json_is_integer(v))
+			*rank = json_integer_value(v);
 		json_decref(r);
 	}
 	free(cause);
-	return pid > 0 ? pid : 1000000 + index;
+	if (*pid <= 0)
+		*pid = 1000000 + index;
 }
 
 /* Fails early, before asking any target, when path cannot be written;
@@ -253,6 +314,37 @@ cmd_trace_write(const char *path, json_t *doc)
 	return 0;
 }
 
+/* The target's python.collectives rows since the first torch_trace row
+ * of result (all of them without --steps), or NULL: an agent without the
+ * table, or a failed query, just gives a trace without collectives. */
+static json_t *
+cmd_trace_coll(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *result, long steps)
+{
+	json_t *first = json_array_get(json_object_get(result, "rows"), 0);
+	json_t *body, *r = NULL;
+	char *sql = NULL, *cause = NULL;
+	int status;
+
+	if (steps > 0 && first != NULL)
+		xasprintf(&sql, "%s WHERE start >= %.6f ORDER BY id",
+		    cmd_trace_coll_sql,
+		    json_number_value(json_array_get(first, 6)) -
+			json_number_value(json_array_get(first, 5)));
+	else if (steps > 0)
+		return NULL;
+	else
+		xasprintf(&sql, "%s ORDER BY id", cmd_trace_coll_sql);
+	body = json_pack("{s:s}", "sql", sql);
+	free(sql);
+	if (client_request(ep, ctx->token, "POST", PROTO_QUERY, body,
+		ctx->timeout_ms, 0, &r, &status, &cause) != 0)
+		r = NULL;
+	free(cause);
+	json_decref(body);
+	return r;
+}
+
 static int
 cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
@@ -264,7 +356,8 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	const char *path = NULL;
 	long steps = 0;
 	char *end, *sql = NULL, *cause = NULL;
-	json_t *events = json_array(), *doc, *body, *r;
+	json_t *events = json_array(), *doc, *body, *r, *coll;
+	long long pid, rank;
 	size_t rows = 0;
 	int c, i, rc, status, failed = 0;
 
@@ -332,16 +425,20 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			failed++;
 			continue;
 		}
-		if (json_array_size(json_object_get(r, "rows")) == 0)
+		coll = cmd_trace_coll(ctx, ep, r, steps);
+		if (json_array_size(json_object_get(r, "rows")) == 0 &&
+		    json_array_size(json_object_get(coll, "rows")) == 0)
 			fprintf(stderr,
 			    "probing: %s: no torch_trace rows (no torch "
 			    "module ran yet, or probing.torch.enabled is "
 			    "off); the trace is empty\n",
 			    ep->name);
-		else
-			rows += cmd_trace_target(events, r,
-			    cmd_trace_pid(ctx, ep, i),
-			    ep->kind == ENDPOINT_PID ? NULL : ep->name, i);
+		else {
+			cmd_trace_who(ctx, ep, i, &pid, &rank);
+			rows += cmd_trace_target(events, r, coll, pid,
+			    ep->kind == ENDPOINT_PID ? NULL : ep->name, rank);
+		}
+		json_decref(coll);
 		json_decref(r);
 	}
 	json_decref(body);

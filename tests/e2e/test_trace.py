@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from conftest import PY, ROOT, WORKLOADS, probing, wait_for
+from conftest import PY, ROOT, WORKLOADS, probing, wait_for  # noqa: F401
 
 VENV_PY = os.path.join(ROOT, ".build", "venv", "bin", "python")
 
@@ -105,3 +105,24 @@ def test_trace_10000_rows(spawn, tmp_path):
     got = read_trace(str(out))
     assert len([s for s in got["slices"] if s["cat"] != "train_step"]) == 10000
     assert p.alive()
+
+
+def test_trace_of_a_job_has_a_process_per_rank_and_collectives(userbase, tmp_path):
+    from test_job import start_job, stop_job
+    p, pids, _ = start_job(userbase, "skip", odd=-1, world=2)
+    try:
+        wait_for(lambda: "step 1 10" in p.out(), 60, "rank 1 at step 10")
+        out = tmp_path / "job.json"
+        r = probing("-t", "job:%d" % pids[0], "trace", "-o", out)
+        assert r.returncode == 0, r.stderr
+        raw = json.loads(out.read_text())
+        names = {e["pid"]: e["args"]["name"] for e in raw["traceEvents"]
+                 if e["ph"] == "M" and e["name"] == "process_name"}
+        assert names == {pids[0]: "rank 0 (pid %d)" % pids[0],
+                         pids[1]: "rank 1 (pid %d)" % pids[1]}, names
+        doc = read_trace(str(out))
+        coll = [s for s in doc["slices"] if s["cat"] == "collective"]
+        assert {s["pid"] for s in coll} == set(pids.values())
+        assert "all_reduce" in {s["name"] for s in coll}
+    finally:
+        stop_job(p)
