@@ -45,7 +45,9 @@ void config_on_change(enum config_id, config_apply_fn);
 
 /* conn.c: the connection limiter and the gate; loop thread only. */
 #define CONN_MAX 128
-enum conn_kind { CONN_UNIX, CONN_TCP };
+/* Unix peers of the job's uid or root; TCP; unix peers of other uids
+ * (answered 403 and closed, but held for that while). */
+enum conn_kind { CONN_UNIX, CONN_TCP, CONN_UNIX_OTHER, CONN_KINDS };
 /* What the head of a TCP request says about its token. */
 enum conn_gate {
 	CONN_GATE_MORE,    /* the head is not all in yet */
@@ -72,13 +74,14 @@ struct conn_slot {
 /* Plain data; the loop thread owns it. */
 struct conn_table {
 	struct conn_slot slots[CONN_MAX];
-	int max_kind; /* connections of one kind (unix, tcp) */
-	int max_peer; /* connections of one peer */
+	int cap[CONN_KINDS]; /* connections of each kind */
+	int max_peer;        /* of one peer (but for CONN_UNIX) */
 };
 /* Sizes the limits from the fd limit nofile. */
 void conn_table_init(struct conn_table *, long nofile);
 /* Takes a slot for a new connection of kind from peer: its index, or -1
- * with *why when a limit is reached. */
+ * with *why when a limit is reached. The job's own user and root share
+ * their kind's cap but have no per-peer one. */
 int conn_admit(
     struct conn_table *, int kind, const char *peer, const char **why);
 void conn_release(struct conn_table *, int i);
@@ -104,8 +107,10 @@ struct evhttp_bound_socket *conn_bind(int fd, int kind);
 void conn_unbind(int kind);
 /* A request on evcon passed the peer check (trusted): it may idle. */
 void conn_trust(struct evhttp_connection *, int trusted);
-int conn_max_kind(void);
-int conn_max_peer(void);
+/* The sum of the caps: no more connections are ever held. */
+int conn_capacity(const struct conn_table *);
+/* Describes the limits for the log. */
+void conn_describe(char *buf, size_t len);
 void conn_after_fork(void);
 
 /* server.c */
@@ -138,8 +143,7 @@ int store_open(char **cause);
 /* Runs sql and returns {"columns","types","rows"}, or NULL with *cause
  * and *status (504 when it ran out of time, 413 when too big). It stops
  * after timeout_ms or when the client goes away. */
-json_t *store_query(
-    const char *sql, int timeout_ms, int *status, char **cause);
+json_t *store_query(const char *sql, int timeout_ms, int *status, char **cause);
 /* The timeout for GIL-needing tables in the query running now. */
 int store_timeout_ms(void);
 /* Is name (any case) one of the built-in python.* tables? Any thread. */

@@ -40,10 +40,21 @@ conn_table_init(struct conn_table *t, long nofile)
 	memset(t, 0, sizeof *t);
 	if (total < 8)
 		total = 8;
-	if (total > CONN_MAX / 2 - 1)
-		total = CONN_MAX / 2 - 1;
-	t->max_kind = (int)total;
+	if (total > 48)
+		total = 48;
+	t->cap[CONN_UNIX] = t->cap[CONN_TCP] = (int)total;
+	t->cap[CONN_UNIX_OTHER] = (int)(total / 2);
 	t->max_peer = (int)(total / 4 > 2 ? total / 4 : 2);
+}
+
+int
+conn_capacity(const struct conn_table *t)
+{
+	int k, n = 0;
+
+	for (k = 0; k < CONN_KINDS; k++)
+		n += t->cap[k];
+	return n;
 }
 
 int
@@ -64,11 +75,12 @@ conn_admit(struct conn_table *t, int kind, const char *peer, const char **why)
 {
 	int i, free_slot = -1;
 
-	if (conn_count(t, kind, NULL) >= t->max_kind) {
+	if (kind < 0 || kind >= CONN_KINDS ||
+	    conn_count(t, kind, NULL) >= t->cap[kind]) {
 		*why = "too many connections";
 		return -1;
 	}
-	if (conn_count(t, kind, peer) >= t->max_peer) {
+	if (kind != CONN_UNIX && conn_count(t, kind, peer) >= t->max_peer) {
 		*why = "too many connections from this peer";
 		return -1;
 	}
@@ -241,7 +253,7 @@ static int
 conn_full(void)
 {
 	return conn_npending + conn_count(&conn_tab, -1, NULL) >=
-	    2 * conn_tab.max_kind;
+	    conn_capacity(&conn_tab);
 }
 
 static void
@@ -295,12 +307,11 @@ conn_trust(struct evhttp_connection *evcon, int trusted)
 		conn_tab.slots[i].trusted = 1;
 }
 
-/* Answers a refused connection directly (evhttp reads nothing of it) and
- * closes it after a short linger, so the answer is read before a reset. */
-static void
-conn_refuse_raw(int i, int status, const char *msg)
+/* Writes a whole JSON error reply to fd without blocking; -1 when it
+ * could not. */
+static int
+conn_send_raw(int fd, int status, const char *msg)
 {
-	struct conn_slot *c = &conn_tab.slots[i];
 	char body[512], out[1024];
 	int n;
 
@@ -310,8 +321,19 @@ conn_refuse_raw(int i, int status, const char *msg)
 	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
 	    status, status == 401 ? "Unauthorized" : "Error", strlen(body),
 	    body);
+	return send(fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -1
+									 : 0;
+}
+
+/* Answers a refused connection directly (evhttp reads nothing of it) and
+ * closes it after a short linger, so the answer is read before a reset. */
+static void
+conn_refuse_raw(int i, int status, const char *msg)
+{
+	struct conn_slot *c = &conn_tab.slots[i];
+
 	bufferevent_disable((struct bufferevent *)c->bev, EV_READ | EV_WRITE);
-	if (send(c->fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+	if (conn_send_raw(c->fd, status, msg) != 0)
 		c->deadline_ms = 0;
 	else
 		c->deadline_ms = conn_now_ms() + CONN_LINGER_MS;
@@ -380,7 +402,7 @@ conn_adopt_one(struct bufferevent *bev)
 	struct stat sb;
 	char peer[64];
 	const char *why;
-	int kind, i, allowed = 1;
+	int kind, i;
 
 	/* evhttp's own callbacks carry its connection object. */
 	bufferevent_getcb(bev, &rd, &wr, &ev, &evcon);
@@ -392,10 +414,10 @@ conn_adopt_one(struct bufferevent *bev)
 		return;
 	}
 	if (ss.ss_family == AF_UNIX) {
-		kind = CONN_UNIX;
 		getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
 		snprintf(peer, sizeof peer, "uid %u", (unsigned)cred.uid);
-		allowed = cred.uid == 0 || cred.uid == geteuid();
+		kind = cred.uid == 0 || cred.uid == geteuid() ? CONN_UNIX
+							      : CONN_UNIX_OTHER;
 	} else {
 		kind = CONN_TCP;
 		sl = sizeof ss;
@@ -407,6 +429,7 @@ conn_adopt_one(struct bufferevent *bev)
 	i = conn_admit(&conn_tab, kind, peer, &why);
 	if (i < 0) {
 		conn_note_refusal(why, peer);
+		conn_send_raw(fd, 503, why);
 		evhttp_connection_free(evcon);
 		return;
 	}
@@ -417,9 +440,9 @@ conn_adopt_one(struct bufferevent *bev)
 	c->bev = bev;
 	c->evcon = evcon;
 	c->deadline_ms = conn_now_ms() + CONN_FIRST_MS;
-	c->trusted = kind == CONN_UNIX && allowed;
+	c->trusted = kind == CONN_UNIX;
 	evhttp_connection_set_closecb(evcon, conn_closed, NULL);
-	if (kind == CONN_UNIX && !allowed) {
+	if (kind == CONN_UNIX_OTHER) {
 		char msg[160];
 
 		snprintf(msg, sizeof msg,
@@ -462,8 +485,8 @@ conn_bevcb(struct event_base *base, void *unused)
 	struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
 
 	(void)unused;
-	if (bev == NULL)
-		return NULL;
+	if (bev == NULL || conn_npending == CONN_MAX)
+		return bev;
 	conn_pending[conn_npending++] = bev;
 	if (conn_full())
 		conn_pause(1);
@@ -574,16 +597,14 @@ conn_init(struct event_base *base, struct evhttp *http, const char *token,
 	return 0;
 }
 
-int
-conn_max_kind(void)
+void
+conn_describe(char *buf, size_t len)
 {
-	return conn_tab.max_kind;
-}
-
-int
-conn_max_peer(void)
-{
-	return conn_tab.max_peer;
+	snprintf(buf, len,
+	    "at most %d connections of this user or root, %d tcp, %d of "
+	    "other users, %d from one tcp peer or other user",
+	    conn_tab.cap[CONN_UNIX], conn_tab.cap[CONN_TCP],
+	    conn_tab.cap[CONN_UNIX_OTHER], conn_tab.max_peer);
 }
 
 void

@@ -464,8 +464,8 @@ server_start_own(struct server_job *job, char **cause)
 	err = pthread_create(&t, &attr, server_own_thread, job);
 	pthread_attr_destroy(&attr);
 	if (err != 0) {
-		cause_set(cause, "cannot start a request thread: %s",
-		    strerror(err));
+		cause_set(
+		    cause, "cannot start a request thread: %s", strerror(err));
 		return -1;
 	}
 	return 0;
@@ -833,7 +833,7 @@ server_start(char **cause)
 {
 	unsigned char *fds_before = malloc(8192);
 	struct sockaddr_un sun;
-	char name[64];
+	char name[64], limits[256];
 	const char *token = getenv("PROBING_AUTH_TOKEN");
 	pthread_t t;
 	socklen_t sl;
@@ -895,8 +895,8 @@ server_start(char **cause)
 	}
 	pthread_detach(t);
 	pthread_setname_np(t, "probing-srv");
-	log_info("serving on @%s (at most %d connections a kind, %d a peer)",
-	    name, conn_max_kind(), conn_max_peer());
+	conn_describe(limits, sizeof limits);
+	log_info("serving on @%s (%s)", name, limits);
 	return 0;
 }
 

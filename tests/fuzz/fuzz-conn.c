@@ -18,29 +18,33 @@ static struct conn_table fuzz_table;
 
 /* Checks the limits and the counts against a shadow of the slots. */
 static void
-fuzz_check(const struct conn_table *t, const int shadow[2][5])
+fuzz_check(const struct conn_table *t, const int shadow[CONN_KINDS][5])
 {
 	char peer[8];
-	int k, p, total;
+	int k, p, total, all = 0;
 
-	for (k = 0; k < 2; k++) {
+	for (k = 0; k < CONN_KINDS; k++) {
 		total = 0;
 		for (p = 0; p < 5; p++) {
 			snprintf(peer, sizeof peer, "p%d", p);
 			if (conn_count(t, k, peer) != shadow[k][p] ||
-			    shadow[k][p] > t->max_peer)
+			    (k != CONN_UNIX && shadow[k][p] > t->max_peer))
 				abort();
 			total += shadow[k][p];
 		}
-		if (total != conn_count(t, k, NULL) || total > t->max_kind)
+		if (total != conn_count(t, k, NULL) || total > t->cap[k])
 			abort();
+		all += total;
 	}
+	if (all > conn_capacity(t))
+		abort();
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	int shadow[2][5] = { { 0 } }, held[CONN_MAX], nheld = 0, i, j, k, p;
+	int shadow[CONN_KINDS][5] = { { 0 } }, held[CONN_MAX], nheld = 0, i, j,
+	    k, p;
 	const char *why = NULL;
 	char peer[8], *head;
 	size_t n;
@@ -48,12 +52,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	conn_table_init(&fuzz_table, (long)(data[0] | data[1] << 8) * 4);
-	if (fuzz_table.max_peer > fuzz_table.max_kind ||
-	    2 * fuzz_table.max_kind > CONN_MAX - 2)
+	if (conn_capacity(&fuzz_table) > CONN_MAX - 2)
 		abort();
 	for (n = 2; n + 1 < size && data[n] != 0xff; n += 2) {
-		k = data[n + 1] & 1;
-		p = (data[n + 1] >> 1) % 5;
+		k = (data[n + 1] & 3) % CONN_KINDS;
+		p = (data[n + 1] >> 2) % 5;
 		snprintf(peer, sizeof peer, "p%d", p);
 		if (data[n] & 1 && nheld > 0) {
 			j = data[n + 1] % nheld;
