@@ -31,6 +31,9 @@ pane_processes_ms(const struct top_target *t, size_t ms)
 	return *(const double *)(const void *)((const char *)t + ms);
 }
 
+/* The RANK column, the one sorted by at first. */
+#define PANE_PROCESSES_RANK 1
+
 /* The sort column and the selection; owned by the pane. */
 struct pane_processes {
 	struct ui_list list;
@@ -76,6 +79,22 @@ static double
 pane_processes_state_n(const struct top_target *t)
 {
 	return t->state;
+}
+
+/* Unknown ranks sort after every known one. */
+static double
+pane_processes_rank_n(const struct top_target *t)
+{
+	return t->rank >= 0 ? t->rank : 1e9;
+}
+
+static void
+pane_processes_rank(const struct top_target *t, char *buf, size_t len)
+{
+	if (t->rank >= 0)
+		snprintf(buf, len, "%d", t->rank);
+	else
+		snprintf(buf, len, "-");
 }
 
 static double
@@ -129,6 +148,7 @@ pane_processes_frame(const struct top_target *t, char *buf, size_t len)
 	}
 static const struct pane_processes_col pane_processes_cols[] = {
 	{ "PID/ENDPOINT", 21, 0, pane_processes_endpoint, NULL, 0, 0 },
+	{ "RANK", 5, 1, pane_processes_rank, pane_processes_rank_n, 0, 1 },
 	{ "COMMAND", 30, 0, pane_processes_command, NULL, 0, 0 },
 	{ "STATE", 11, 0, pane_processes_state, pane_processes_state_n, 0, 1 },
 	{ "STEP", 7, 1, pane_processes_step, pane_processes_step_n, 0, 0 },
@@ -177,6 +197,8 @@ pane_processes_cmp(const void *a, const void *b, void *arg)
 		col->cell(y, cy, sizeof cy);
 		c = strcmp(cx, cy);
 	}
+	if (c == 0 && x->ep.kind == ENDPOINT_PID && y->ep.kind == ENDPOINT_PID)
+		c = (x->ep.pid > y->ep.pid) - (x->ep.pid < y->ep.pid);
 	if (c == 0)
 		c = strcmp(x->ep.name, y->ep.name);
 	return o->rev ? -c : c;
@@ -282,6 +304,7 @@ pane_processes_init(struct pane *p)
 	struct pane_processes *pp = xcalloc(1, sizeof *pp);
 
 	pp->list.select = 1;
+	pp->sort_col = PANE_PROCESSES_RANK; /* rank order, then pid */
 	p->data = pp;
 }
 

@@ -16,6 +16,7 @@
 
 #define TOP_FRAME_EVERY  5000 /* ms between main-thread frame looks */
 #define TOP_POLL_TIMEOUT 4000 /* ms a polling request may take */
+#define TOP_POLL_ID_MS   10000 /* ms between asking a rank-less target */
 #define TOP_STEP_ROWS    256
 
 /* Asks target t a query; cb gets t. */
@@ -273,7 +274,11 @@ top_poll_health_cb(void *arg, const struct aclient_reply *r)
 		return;
 	}
 	t->healthy = 1;
+	t->id_at = clock_ms();
 	t->pid = (pid_t)json_integer_value(json_object_get(r->body, "pid"));
+	if (json_is_integer(json_object_get(r->body, "rank")))
+		t->rank = (int)json_integer_value(
+		    json_object_get(r->body, "rank"));
 	if (t->command == NULL) {
 		body = json_pack("{s:s}", "code",
 		    "import sys as _s; print('python', *_s.argv)");
@@ -294,9 +299,12 @@ top_poll(struct top *top, struct top_target *t)
 	if (t->state == TOP_EXITED && t->ep.kind == ENDPOINT_PID)
 		return;
 	t->busy = 1;
+	/* Who it is in its job, asked again now and then until it says:
+	 * a job may join its group long after start. */
 	if (!t->healthy || t->state == TOP_UNREACHABLE ||
-	    t->state == TOP_EXITED)
-		aclient_request(t->ac, "GET", PROTO_HEALTH, NULL,
+	    t->state == TOP_EXITED ||
+	    (t->rank < 0 && clock_ms() - t->id_at > TOP_POLL_ID_MS))
+		aclient_request(t->ac, "GET", PROTO_IDENTITY, NULL,
 		    top->ctx->timeout_ms, TOP_POLL_TIMEOUT, top_poll_health_cb,
 		    t);
 	else

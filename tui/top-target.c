@@ -46,6 +46,7 @@ top_target_new(struct top *top, const struct endpoint *ep, int probed)
 	t->ep = *ep;
 	t->state = probed ? TOP_CONNECTING : TOP_UNPROBED;
 	t->pid = ep->kind == ENDPOINT_PID ? ep->pid : 0;
+	t->rank = -1;
 	if (ep->kind == ENDPOINT_PID)
 		t->command = cmd_list_cmdline(ep->pid);
 	if (probed)

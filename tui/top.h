@@ -76,7 +76,9 @@ struct top_target {
 	char *command;
 	enum top_state state;
 	pid_t pid;   /* the process's own pid, once known */
-	int healthy; /* /health answered once */
+	int healthy; /* /identity answered once */
+	int rank;    /* in its job, -1 unknown */
+	double id_at; /* clock_ms() of the last /identity answer */
 	int busy;    /* a polling round is in flight */
 	int seen;    /* found by the last scan */
 	int64_t cursor;

@@ -72,3 +72,18 @@ def test_identity_route(spawn):
     out = json.loads(r.stdout)
     assert (out["rank"], out["world_size"], out["job"]) == (2, 16, "slurm:77")
     assert out["pid"] == p.pid
+
+
+def test_list_shows_rank_world_size_and_job(spawn):
+    p = spawn("idle.py", env={"RANK": "6", "WORLD_SIZE": "8", "TORCHELASTIC_RUN_ID": "xyz"})
+    q = spawn("idle.py")
+    r = probing("list", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    rows = {x["pid"]: x for x in json.loads(r.stdout)}
+    assert (rows[p.pid]["rank"], rows[p.pid]["world_size"], rows[p.pid]["job"]) == \
+        (6, 8, "torchelastic:xyz")
+    assert (rows[q.pid]["rank"], rows[q.pid]["world_size"], rows[q.pid]["job"]) == (None, None, None)
+    text = probing("list").stdout.splitlines()
+    assert text[0].split()[:6] == ["pid", "user", "python", "rank", "world_size", "job"]
+    line = [x for x in text if x.startswith(str(p.pid))][0]
+    assert "torchelastic:xyz" in line

@@ -275,3 +275,16 @@ def test_hang_says_nothing_on_a_healthy_job(job_running):
 def test_hang_bad_interval():
     r = probing("-t", "1", "hang", "--interval", "0")
     assert r.returncode == 2 and r.stdout == "" and "--interval" in r.stderr
+
+
+def test_top_over_a_job_shows_one_row_per_rank_in_rank_order(job_running):
+    p, pids, port = job_running
+    r = probing("-t", "job:%d" % pids[2], "top", "--batch", "-n", "2", "-d", "1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.split()[:1] and x.split()[0] in
+             {str(v) for v in pids.values()}]
+    # the last round: pid and rank columns, in rank order
+    tail = lines[-4:]
+    assert [int(x.split()[0]) for x in tail] == [pids[i] for i in range(4)], r.stdout
+    assert [x.split()[1] for x in tail] == ["0", "1", "2", "3"], r.stdout
+    assert "RANK" in r.stdout
