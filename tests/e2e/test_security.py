@@ -383,3 +383,27 @@ def test_idle_connections_leave_the_job_its_fds(spawn, tmp_path):
         fl.kill()
         fl.wait()
         shutil.rmtree(d)
+
+
+def test_log_is_private_and_removed_at_a_clean_exit(spawn, tmp_path):
+    xdg = tmp_path / "run"
+    xdg.mkdir(mode=0o700)
+    d = xdg / "probing"
+    d.mkdir(mode=0o700)
+    stale = d / "999999999.log"   # no such pid
+    stale.write_text("old\n")
+    flag = tmp_path / "stop"
+    script = tmp_path / "job.py"
+    script.write_text("import os, time\nwhile not os.path.exists(%r): time.sleep(0.02)\n" % str(flag))
+    p = spawn(None, argv=[PY, str(script)], env={"XDG_RUNTIME_DIR": str(xdg)})
+    log = d / ("%d.log" % p.pid)
+    assert log.exists() and stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert not stale.exists(), "a dead pid's log is removed at agent start"
+    assert probing("-t", p.pid, "query", "SELECT 1").returncode == 0
+    flag.write_text("x")
+    assert p.p.wait(timeout=30) == 0
+    assert not log.exists(), "the log is removed when the process exits cleanly"
+    # probing list removes what a killed process left
+    stale.write_text("old\n")
+    r = probing("list", env={"XDG_RUNTIME_DIR": str(xdg)})
+    assert r.returncode == 0 and not stale.exists()
