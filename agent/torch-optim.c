@@ -54,6 +54,45 @@ static struct {
 	int on; /* steps in flight (may exceed TORCH_OSTACK) */
 } torch_opt;
 
+/* The steps opt says it has completed (Adam and the like keep 'step' in
+ * each parameter's state), so that ranks probed at different times
+ * number steps alike; 0 when it keeps no count. */
+static int64_t
+torch_opt_own_count(PyObject *opt)
+{
+	PyObject *groups = PyObject_GetAttrString(opt, "param_groups");
+	PyObject *state = PyObject_GetAttrString(opt, "state");
+	PyObject *g, *params, *p, *st, *step, *f;
+	int64_t n = 0;
+
+	g = groups != NULL && PyList_Check(groups) && PyList_GET_SIZE(groups)
+	    ? PyList_GET_ITEM(groups, 0)
+	    : NULL;
+	params = g != NULL && PyDict_Check(g) ? PyDict_GetItemString(g, "params")
+					      : NULL;
+	p = params != NULL && PyList_Check(params) && PyList_GET_SIZE(params)
+	    ? PyList_GET_ITEM(params, 0)
+	    : NULL;
+	st = p != NULL && state != NULL && PyDict_Check(state)
+	    ? PyDict_GetItem(state, p)
+	    : NULL;
+	step = st != NULL && PyDict_Check(st) ? PyDict_GetItemString(st, "step")
+					      : NULL;
+	f = step != NULL ? PyNumber_Float(step) : NULL;
+	if (f != NULL) {
+		double v = PyFloat_AsDouble(f);
+
+		if (v >= 0 && v < 1e15)
+			n = (int64_t)v;
+	}
+	Py_XDECREF(f);
+	Py_XDECREF(groups);
+	Py_XDECREF(state);
+	torch_swallow("reading the optimizer's step count");
+	PyErr_Clear();
+	return n;
+}
+
 static void
 torch_opt_enter(PyObject *opt)
 {
@@ -66,6 +105,7 @@ torch_opt_enter(PyObject *opt)
 	if (!torch_clk.optim_mode) {
 		torch_clk.optim_mode = 1;
 		torch_clk.cur_valid = 0;
+		torch_clk.opt_steps = torch_opt_own_count(opt);
 	}
 	if (n < TORCH_OSTACK) {
 		torch_opt.ostack[n].opt = opt;

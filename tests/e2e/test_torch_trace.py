@@ -273,3 +273,19 @@ def test_import_torch_under_the_agent_leaves_the_import_lock_free(spawn, tmp_pat
         r = probing("-t", p.pid, "eval", "import codeop; 'ok'", timeout=30)
         assert r.stdout == "'ok'\n", r.stderr
         p.kill()
+
+
+def test_steps_continue_the_optimizers_own_count_after_inject(spawn):
+    """Ranks probed at different times number steps alike: Adam keeps a
+    count of its steps, and the clock starts from it."""
+    p = train(spawn, "--sleep", "0.01", "--optim", "Adam", probing_mode=None)
+    p.wait_out("step 20")
+    r = probing("-t", p.pid, "inject")
+    assert r.returncode == 0, r.stderr
+    got = wait_for(lambda: q(p.pid, "SELECT MIN(step) AS s FROM python.torch_trace "
+                                    "WHERE stage = 'step'")[0]["s"], 30, "a traced step")
+    assert got >= 20
+    p.wait_out("step %d" % (got + 3))  # printed once got+3 steps are done
+    # one row per step from there on, numbered on
+    rows = q(p.pid, "SELECT step FROM python.torch_trace WHERE stage = 'step' ORDER BY step")
+    assert [x["step"] for x in rows[:3]] == [got, got + 1, got + 2]
