@@ -306,7 +306,8 @@ eval_job_new(enum eval_kind kind, const char *code, char **cause)
 		return NULL;
 	}
 	j = calloc(1, sizeof *j);
-	if (j == NULL || (kind == EVAL_ONCE && (j->text = strdup(code)) == NULL)) {
+	if (j == NULL ||
+	    (kind == EVAL_ONCE && (j->text = strdup(code)) == NULL)) {
 		free(j);
 		cause_set(cause, "out of memory");
 		return NULL;
@@ -374,13 +375,13 @@ eval_py_emit(PyObject *self, PyObject *args)
 	pthread_mutex_lock(&eval_lock);
 	j = eval_job_find(id);
 	if (j != NULL && !j->interrupted &&
-	    j->len + (size_t)PyUnicode_GET_LENGTH(text) >
-		store_result_limit())
+	    j->len + (size_t)PyUnicode_GET_LENGTH(text) > store_result_limit())
 		j->too_big = 1;
 	rc = j != NULL && j->too_big ? -1 : 0;
 	pthread_mutex_unlock(&eval_lock);
 	if (rc == 0) {
-		b = PyUnicode_AsEncodedString(text, "utf-8", "backslashreplace");
+		b = PyUnicode_AsEncodedString(
+		    text, "utf-8", "backslashreplace");
 		if (b == NULL)
 			return NULL;
 		pthread_mutex_lock(&eval_lock);
@@ -443,8 +444,8 @@ eval_job_exec(struct eval_job *j, char **error, int *exited)
 	Py_XDECREF(id);
 	t = emit != NULL ? eval_call1("push", emit) : NULL;
 	if (t != NULL && j->kind == EVAL_ONCE) {
-		arg = PyUnicode_DecodeUTF8(j->text, (Py_ssize_t)strlen(j->text),
-		    "replace");
+		arg = PyUnicode_DecodeUTF8(
+		    j->text, (Py_ssize_t)strlen(j->text), "replace");
 		if (arg != NULL)
 			r = eval_call1("run", arg);
 		else
@@ -833,8 +834,9 @@ eval_interrupt(long id, int timeout_ms, char **cause)
 json_t *
 eval_list(void)
 {
-	static const char *const kinds[] = { [EVAL_ONCE] = "eval",
-		[EVAL_STATEMENT] = "repl" };
+	static const char *const kinds[] = {
+		[EVAL_ONCE] = "eval", [EVAL_STATEMENT] = "repl"
+	};
 	struct eval_job *j;
 	json_t *rows = json_array();
 	double now = eval_now();

@@ -152,8 +152,9 @@ store_note_builtins(void)
 {
 	sqlite3_stmt *st;
 
-	if (sqlite3_prepare_v2(store_db, "SELECT name FROM python.sqlite_master",
-		-1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(store_db,
+		"SELECT name FROM python.sqlite_master", -1, &st,
+		NULL) != SQLITE_OK)
 		return;
 	while (sqlite3_step(st) == SQLITE_ROW &&
 	    store_nbuiltin < STORE_MAX_BUILTIN)

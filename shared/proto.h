@@ -5,11 +5,11 @@
 #include <stddef.h>
 
 /* Routes. Bodies are JSON; every error reply is {"error": "..."}. */
-#define PROTO_HEALTH   "/health"   /* GET: pid, python, version, tcp_port */
-#define PROTO_QUERY    "/query"    /* POST {"sql"}: columns, types, rows */
+#define PROTO_HEALTH "/health" /* GET: pid, python, version, tcp_port */
+#define PROTO_QUERY  "/query"  /* POST {"sql"}: columns, types, rows */
 /* POST {"code"}: output, error, exit; "interrupted_after" (seconds) when
  * the timeout header's time ran out and it was stopped. */
-#define PROTO_EVAL     "/eval"
+#define PROTO_EVAL "/eval"
 /* GET: the evals running now, as a query result. */
 #define PROTO_EVALS    "/evals"
 #define PROTO_CONFIG   "/config"   /* GET: keys; POST {"key","value"} */
@@ -31,7 +31,7 @@
 #define PROTO_EVAL_INTERRUPT "/eval/interrupt"
 #define PROTO_MAX_WAIT_MS    10000 /* the longest /eval/wait */
 
-#define PROTO_MAX_BODY       (1024 * 1024)
+#define PROTO_MAX_BODY (1024 * 1024)
 /* The largest answer a client reads: probing.max_result_bytes at its
  * highest (1 GB), JSON-escaped, fits. */
 #define PROTO_MAX_ANSWER     ((size_t)4 << 30)

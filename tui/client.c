@@ -241,8 +241,8 @@ client_read_reply(int fd, const struct endpoint *ep, int wait_ms,
 		len += (size_t)n;
 		rc = proto_parse_response(buf, len, eof, resp, &why);
 		if (rc < 0 && why != NULL && strncmp(why, "answer ", 7) == 0)
-			cause_set(cause, "%s from %s%s", "answer", ep->name,
-			    why + 6);
+			cause_set(
+			    cause, "%s from %s%s", "answer", ep->name, why + 6);
 		else if (rc < 0)
 			cause_set(cause, "malformed answer from %s: %s",
 			    ep->name, cause_str(why));

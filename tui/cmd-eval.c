@@ -71,11 +71,12 @@ const struct cmd_entry cmd_eval_entry = {
 	.alias = "e",
 	.args = "CODE",
 	.help = "run Python in the target's __main__ and print its output",
-	.detail = "a bare expression prints its repr; an exception prints its "
-		  "traceback on stderr and exits 1\n"
-		  "the code is stopped (KeyboardInterrupt at its next bytecode) "
-		  "after --timeout or on Ctrl-C; one inside a C call that does "
-		  "not return is listed by: probing evals\n",
+	.detail =
+	    "a bare expression prints its repr; an exception prints its "
+	    "traceback on stderr and exits 1\n"
+	    "the code is stopped (KeyboardInterrupt at its next bytecode) "
+	    "after --timeout or on Ctrl-C; one inside a C call that does "
+	    "not return is listed by: probing evals\n",
 	.needs_target = 1,
 	.exec = cmd_eval_exec,
 };

@@ -55,8 +55,8 @@ cmd_evals_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	long cancel = 0;
 	int c, i, rc, status, failed = 0, fmt = FMT_TABLE;
 
-	while ((c = getopt_long(argc, argv, "+:t:f:c:", longopts, NULL)) !=
-	    -1) {
+	while (
+	    (c = getopt_long(argc, argv, "+:t:f:c:", longopts, NULL)) != -1) {
 		if (c == 't')
 			ctx->target_text = optarg;
 		else if (c == 'f') {
@@ -66,8 +66,8 @@ cmd_evals_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		} else if (c == 'c') {
 			cancel = strtol(optarg, &end, 10);
 			if (*optarg == '\0' || *end != '\0' || cancel <= 0)
-				return cmd_usage(ctx->entry,
-				    "invalid eval id '%s'", optarg);
+				return cmd_usage(
+				    ctx->entry, "invalid eval id '%s'", optarg);
 		} else
 			return cmd_usage(ctx->entry, "unknown option '%s'",
 			    argv[optind - 1]);
