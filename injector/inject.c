@@ -22,7 +22,8 @@
 #define INJECT_MAIN_TRIES  20    /* tries on the main thread before others */
 #define INJECT_OTHER_TRIES 4     /* tries on each other thread in turn */
 #define INJECT_STEP_MAX    20000 /* instructions stepped per try */
-#define INJECT_STEP_MS     50    /* and time spent stepping per try */
+#define INJECT_STEP_MS     1000  /* and time: a step waits for a CPU */
+#define INJECT_SAFE_MS     10000 /* for a safe point in all */
 #define INJECT_RUN_US      1000
 #define INJECT_STOP_MS     1000
 #define INJECT_CALL_MS     5000
@@ -388,11 +389,12 @@ inject_stop_safe(pid_t pid, int memfd, const struct maps *maps,
 	pid_t tids[256], want;
 	struct safety_result res;
 	const char *why = "unknown";
+	double deadline = ptrace_now_ms() + INJECT_SAFE_MS;
 	size_t ntids;
 	int i;
 
 	ntids = inject_threads(pid, tids, sizeof tids / sizeof tids[0]);
-	for (i = 0; i < INJECT_MAX_TRIES; i++) {
+	for (i = 0; i < INJECT_MAX_TRIES && ptrace_now_ms() < deadline; i++) {
 		want = pid;
 		if (i >= INJECT_MAIN_TRIES && ntids > 1)
 			want = tids[1 +
@@ -439,9 +441,11 @@ inject_stop_safe(pid_t pid, int memfd, const struct maps *maps,
 	if (ptrace_stop(t, INJECT_STOP_MS, NULL) == 0)
 		ptrace_detach(t);
 	cause_set(cause,
-	    "pid %d: no thread reached a safe point in %d "
-	    "tries (last: %s); try again",
-	    (int)pid, INJECT_MAX_TRIES, why);
+	    "pid %d: no thread reached a safe point in %d tries and %.1f s "
+	    "(last: %s); try again",
+	    (int)pid, i,
+	    INJECT_SAFE_MS / 1000.0 - (deadline - ptrace_now_ms()) / 1000.0,
+	    why);
 	return -1;
 }
 
@@ -602,7 +606,10 @@ inject_job_run(void *arg)
 
 	/* Naps while waiting for stops last what they ask, not 50 us more. */
 	prctl(PR_SET_TIMERSLACK, 1UL);
+	/* Waits for the target's stops block instead of polling. */
+	ptrace_tick_start();
 	job->rc = inject_load(job->pid, job->so_path, job->st, job->cause);
+	ptrace_tick_stop();
 	return NULL;
 }
 

@@ -2,13 +2,13 @@
 
 #include <elf.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sched.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -20,7 +20,8 @@
 #define PTRACE_XSTATE_MAX (64 * 1024)
 #define PTRACE_EFLAGS_TF  0x100
 #define PTRACE_EFLAGS_DF  0x400
-#define PTRACE_SPINS      64 /* yields before the first nap in a wait */
+#define PTRACE_TICK_SIGNAL SIGURG /* ignored by default; ours is a no-op */
+#define PTRACE_TICK_MS     2
 
 /*
  * Syscalls the kernel ends with EINTR, not a restart, when a ptrace stop
@@ -100,6 +101,86 @@ ptrace_gone(struct ptrace_thread *t, char **cause)
 	t->stopped = 0;
 }
 
+/*
+ * The tick that interrupts a blocking waitpid of the tracer thread to check
+ * its deadline: a per-thread timer sending PTRACE_TICK_SIGNAL to that
+ * thread alone, with a handler that does nothing (no SA_RESTART, so the
+ * wait ends with EINTR). Only the thread that called ptrace_tick_start has
+ * one; other callers of ptrace_wait poll.
+ */
+static _Thread_local timer_t ptrace_tick_timer;
+static _Thread_local int ptrace_tick_ready;
+
+/* The tick's handler: its only work is to interrupt the wait. */
+static void
+ptrace_tick_handler(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * Give the calling thread a tick and let PTRACE_TICK_SIGNAL through its
+ * signal mask. Returns 0, or -1 when it cannot (then waits poll).
+ */
+int
+ptrace_tick_start(void)
+{
+	struct sigaction sa;
+	struct sigevent ev;
+	sigset_t one;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = ptrace_tick_handler;
+	sigemptyset(&sa.sa_mask);
+	memset(&ev, 0, sizeof ev);
+	ev.sigev_notify = SIGEV_THREAD_ID;
+	ev.sigev_signo = PTRACE_TICK_SIGNAL;
+	ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	if (sigaction(PTRACE_TICK_SIGNAL, &sa, NULL) < 0 ||
+	    timer_create(CLOCK_MONOTONIC, &ev, &ptrace_tick_timer) < 0)
+		return -1;
+	sigemptyset(&one);
+	sigaddset(&one, PTRACE_TICK_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+	ptrace_tick_ready = 1;
+	return 0;
+}
+
+/* Remove the calling thread's tick. */
+void
+ptrace_tick_stop(void)
+{
+	sigset_t one;
+
+	if (!ptrace_tick_ready)
+		return;
+	sigemptyset(&one);
+	sigaddset(&one, PTRACE_TICK_SIGNAL);
+	pthread_sigmask(SIG_BLOCK, &one, NULL);
+	timer_delete(ptrace_tick_timer);
+	ptrace_tick_ready = 0;
+}
+
+/*
+ * Start (on) or stop the tick: every PTRACE_TICK_MS while on, so a tick
+ * that fires just before the wait begins is followed by another. Returns
+ * 0, or -1 when the thread has no tick.
+ */
+static int
+ptrace_tick_arm(int on)
+{
+	struct itimerspec its;
+
+	if (!ptrace_tick_ready)
+		return -1;
+	memset(&its, 0, sizeof its);
+	if (on) {
+		its.it_value.tv_nsec = PTRACE_TICK_MS * 1000000L;
+		its.it_interval = its.it_value;
+	}
+	return timer_settime(ptrace_tick_timer, 0, &its, NULL) == 0 ? 0 : -1;
+}
+
 /* Sleep for us microseconds. */
 static void
 ptrace_nap(long us)
@@ -119,35 +200,45 @@ ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status, char **cause)
 {
 	double deadline = ptrace_now_ms() + timeout_ms;
 	long nap = 20;
-	int spins = 0;
+	int flags = WNOHANG, ticking = 0;
 	pid_t r;
 
 	for (;;) {
-		r = waitpid(t->tid, status, __WALL | WNOHANG);
+		r = waitpid(t->tid, status, __WALL | flags);
 		if (r == t->tid) {
 			if (WIFEXITED(*status) || WIFSIGNALED(*status)) {
+				r = -1;
 				ptrace_gone(t, cause);
-				return -1;
+			} else if (!WIFSTOPPED(*status)) {
+				continue;
 			}
-			if (WIFSTOPPED(*status))
-				return 0;
-			continue;
+			break;
 		}
 		if (r < 0 && errno != EINTR) {
 			ptrace_gone(t, cause);
-			return -1;
+			break;
 		}
-		if (ptrace_now_ms() > deadline)
-			return PTRACE_WAIT_TIMEOUT;
-		/* Most stops come within microseconds: yield before napping. */
-		if (spins++ < PTRACE_SPINS) {
-			sched_yield();
+		if (ptrace_now_ms() > deadline) {
+			r = PTRACE_WAIT_TIMEOUT;
+			break;
+		}
+		/* Block in waitpid, woken by the tick to check the deadline:
+		 * a stop wakes us at once, where a nap would oversleep it by
+		 * a whole time slice on a loaded machine. */
+		if (!ticking && ptrace_tick_arm(1) == 0) {
+			ticking = 1;
+			flags = 0;
 			continue;
 		}
-		ptrace_nap(nap);
-		if (nap < 1000)
-			nap *= 2;
+		if (!ticking) {
+			ptrace_nap(nap);
+			if (nap < 1000)
+				nap *= 2;
+		}
 	}
+	if (ticking)
+		ptrace_tick_arm(0);
+	return r < 0 ? r : 0;
 }
 
 /*
