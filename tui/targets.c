@@ -136,7 +136,9 @@ targets_local(struct targets *t, struct cmd_ctx *ctx, const char *job)
 }
 
 /* Adds the members the agent read from the job's store that are not
- * local: {"members": [{rank, host, port, pid}]}. */
+ * local: {"members": [{rank, host, addr, port, pid}]}. A member on this
+ * host is reached by pid when its socket is in our network namespace,
+ * else over TCP at addr:port. */
 static void
 targets_store(struct targets *t, json_t *members)
 {
@@ -158,7 +160,11 @@ targets_store(struct targets *t, json_t *members)
 			have |= t->rank[k] == rank;
 		if (have || h == NULL)
 			continue;
-		if (strcmp(h, host) == 0 && targets_int(m, "pid") > 0)
+		/* Same host name is not enough: a rank in another network
+		 * namespace (a container) has its socket out of our reach. */
+		if (strcmp(h, host) == 0 && targets_int(m, "pid") > 0 &&
+		    (targets_int(m, "port") <= 0 ||
+			client_probe_pid(targets_int(m, "pid"), NULL) == 1))
 			snprintf(ep_text, sizeof ep_text, "%d",
 			    targets_int(m, "pid"));
 		else if (targets_int(m, "port") > 0)
