@@ -17,7 +17,7 @@ cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 {
 	json_t *body = json_pack("{s:s}", "sql", sql), *merged = NULL, *r;
 	struct fanout_result *res;
-	char *cause = NULL;
+	char *cause = NULL, label[320];
 	int i, status;
 
 	*failed = 0;
@@ -40,7 +40,8 @@ cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 	for (i = 0; i < ctx->ntargets; i++) {
 		if (res[i].cause != NULL)
 			fprintf(stderr, "probing: %s: %s\n",
-			    ctx->targets[i].name, res[i].cause);
+			    targets_label(ctx, i, label, sizeof label),
+			    res[i].cause);
 		else
 			fmt_merge_target(
 			    &merged, res[i].reply, ctx->targets[i].name);

@@ -93,6 +93,7 @@ main(int argc, char **argv)
 	optind = 1;
 	rc = e->exec(&ctx, argc, argv);
 	free(ctx.targets);
+	free(ctx.target_ranks);
 	free(token);
 	return rc;
 }

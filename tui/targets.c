@@ -274,7 +274,7 @@ targets_job(struct targets *t, struct cmd_ctx *ctx, const char *text,
 
 int
 targets_parse(struct cmd_ctx *ctx, const char *text, struct endpoint **out,
-    int *n, int *usage, char **cause)
+    int **ranks, int *n, int *usage, char **cause)
 {
 	struct targets t = { 0 };
 	struct endpoint ep;
@@ -294,7 +294,6 @@ targets_parse(struct cmd_ctx *ctx, const char *text, struct endpoint **out,
 			*usage = 1;
 	}
 	free(copy);
-	free(t.rank);
 	if (rc == 0 && t.n == 0) {
 		cause_set(cause, "no target in '%s'", text);
 		*usage = 1;
@@ -302,9 +301,22 @@ targets_parse(struct cmd_ctx *ctx, const char *text, struct endpoint **out,
 	}
 	if (rc != 0) {
 		free(t.v);
+		free(t.rank);
 		return -1;
 	}
 	*out = t.v;
+	*ranks = t.rank;
 	*n = t.n;
 	return 0;
+}
+
+const char *
+targets_label(const struct cmd_ctx *ctx, int i, char *buf, size_t size)
+{
+	if (ctx->target_ranks != NULL && ctx->target_ranks[i] >= 0)
+		snprintf(buf, size, "rank %d (%s)", ctx->target_ranks[i],
+		    ctx->targets[i].name);
+	else
+		snprintf(buf, size, "%s", ctx->targets[i].name);
+	return buf;
 }

@@ -17,6 +17,8 @@
 struct cmd_ctx {
 	const char *target_text; /* -t as given, or NULL */
 	struct endpoint *targets;
+	int *target_ranks; /* parallel to targets: the rank, -1 unless found
+			    * through a job */
 	int ntargets;
 	int timeout_ms; /* how long the agent may wait for the GIL */
 	const char *token;
@@ -114,7 +116,11 @@ int remote_exec_load(
  * job:TARGET). 0, or -1 with *cause and *usage set when the text itself
  * is wrong (rather than a target that could not be asked). */
 int targets_parse(struct cmd_ctx *, const char *text, struct endpoint **out,
-    int *n, int *usage, char **cause);
+    int **ranks, int *n, int *usage, char **cause);
+/* Target i for a message: "rank R (NAME)" when its rank is known, else
+ * NAME; in buf. */
+const char *targets_label(const struct cmd_ctx *, int i, char *buf,
+    size_t size);
 
 /* fanout.c: one request to many targets at once. */
 struct fanout_result {
