@@ -264,8 +264,7 @@ cmd_require_targets(struct cmd_ctx *ctx)
 	if (ctx->targets != NULL)
 		return 0;
 	if (targets_parse(ctx, ctx->target_text, &ctx->targets,
-		&ctx->target_ranks, &ctx->ntargets,
-		&usage, &cause) != 0) {
+		&ctx->target_ranks, &ctx->ntargets, &usage, &cause) != 0) {
 		rc = usage ? cmd_usage(ctx->entry, "%s", cause_str(cause))
 			   : cmd_fail(cause_str(cause));
 		free(cause);

@@ -119,8 +119,8 @@ int targets_parse(struct cmd_ctx *, const char *text, struct endpoint **out,
     int **ranks, int *n, int *usage, char **cause);
 /* Target i for a message: "rank R (NAME)" when its rank is known, else
  * NAME; in buf. */
-const char *targets_label(const struct cmd_ctx *, int i, char *buf,
-    size_t size);
+const char *targets_label(
+    const struct cmd_ctx *, int i, char *buf, size_t size);
 
 /* fanout.c: one request to many targets at once. */
 struct fanout_result {
