@@ -287,7 +287,7 @@ install-root:
 	@[ -n "$(ROOT)" ] || { echo "usage: make install-root ROOT=DIR" >&2; exit 2; }
 	@tests/matrix/install-root.sh $(ROOT)
 
-matrix: deps-matrix
+matrix: roots
 	@PROBING_ROOTS=$(PROBING_ROOTS) tests/matrix/matrix.sh
 
 clean:

@@ -133,6 +133,7 @@ agent_init(void)
 	log_info("agent started (python %s)", agent_pyver);
 	torch_init();
 	eval_init();
+	bt_eval_init();
 	return;
 fail:
 	if (dir >= 0)

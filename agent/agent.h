@@ -134,6 +134,11 @@ void py_after_fork(void);
 int py_layout_check(char **cause);
 /* Whether the interpreter is a free-threaded build (3.13+ say so). */
 int py_layout_free_threaded(void);
+/* bt-eval.c: finds the eval loop's extent once, under the GIL; then
+ * bt_eval_range gives it ([lo, hi)), or -1 when it is not known. */
+void bt_eval_init(void);
+void bt_eval_calibrate(void);
+int bt_eval_range(uintptr_t *lo, uintptr_t *hi);
 /* py-gil.c: describes the thread holding the GIL into buf. */
 void py_gil_holder(char *buf, size_t len);
 long py_gil_holder_tid(void);

@@ -165,6 +165,7 @@ bt_gil_job(void *arg, char **cause)
 
 	(void)cause;
 	w->gil_held = 1;
+	bt_eval_calibrate();
 	if (!w->native)
 		bt_still_part(w);
 	bt_python_names(w);
@@ -473,15 +474,20 @@ bt_merge(struct bt_work *w, int ti, const uintptr_t *ips, int nips,
 	const struct bt_sym *s;
 	const char *lib, *sym;
 	char name[512];
-	uintptr_t base;
+	uintptr_t base, lo, hi, ip;
+	int ranged = bt_eval_range(&lo, &hi) == 0;
 
 	for (k = 0; k < nips; k++) {
-		s = bt_symbolize(w, k == 0 ? ips[k] : ips[k] - 1);
+		ip = k == 0 ? ips[k] : ips[k] - 1;
+		s = bt_symbolize(w, ip);
 		sym = s->func;
 		lib = s->lib;
 		base = s->base;
-		evalf =
-		    sym != NULL && strcmp(sym, "_PyEval_EvalFrameDefault") == 0;
+		/* The loop's extent when known (an exported wrapper of it must
+		 * not count twice), else its exported name. */
+		evalf = ranged ? ip >= lo && ip < hi
+			       : sym != NULL &&
+			strcmp(sym, "_PyEval_EvalFrameDefault") == 0;
 		if (evalf && j < npy) {
 			do {
 				if (bt_push(t, &cap, BACKTRACE_PYTHON,
