@@ -126,6 +126,11 @@ typedef int (*py_fn)(void *arg, char **cause);
  * within timeout_ms the job is dropped (never run later) and -1 returned
  * with a cause naming the GIL holder. Once started, it waits until done. */
 int py_run(py_fn fn, void *arg, int timeout_ms, char **cause);
+/* py_run, but timeout_ms also bounds the run: past it KeyboardInterrupt
+ * is raised in fn's Python code (taking the GIL on the calling thread)
+ * and, when fn then fails, *cause says it was interrupted. For code of
+ * the job's that may not return (@probing.table functions). */
+int py_run_bounded(py_fn fn, void *arg, int timeout_ms, char **cause);
 int py_available(char **cause);
 void py_after_fork(void);
 /* py-layout.c: 0 when the interpreter's frames, thread states and code

@@ -15,13 +15,17 @@
 
 enum py_job_state { PY_QUEUED, PY_RUNNING, PY_DONE };
 
-/* A job lives on its caller's stack; the queue links it while queued. */
+/* A job lives on its caller's stack; the queue links it while queued.
+ * ident, finishing and stopped change under py_lock with the GIL held. */
 struct py_job {
 	py_fn fn;
 	void *arg;
 	int rc;
 	char *cause;
 	enum py_job_state state;
+	unsigned long ident; /* the worker's Python thread id while running */
+	int finishing;       /* fn returned: no async exception now */
+	int stopped;         /* KeyboardInterrupt raised in fn (deadline) */
 	TAILQ_ENTRY(py_job) entry;
 };
 
@@ -57,11 +61,18 @@ py_worker(void *unused)
 		if (job != NULL) {
 			TAILQ_REMOVE(&py_queue, job, entry);
 			job->state = PY_RUNNING;
+			job->ident = PyThread_get_thread_ident();
 			py_busy++;
 		}
 		pthread_mutex_unlock(&py_lock);
 		if (job != NULL) {
 			job->rc = job->fn(job->arg, &job->cause);
+			pthread_mutex_lock(&py_lock);
+			job->finishing = 1;
+			pthread_mutex_unlock(&py_lock);
+			/* One raised at the deadline that did not land yet must
+			 * not land in the next job. */
+			PyThreadState_SetAsyncExc(job->ident, NULL);
 			if (PyErr_Occurred())
 				PyErr_Clear();
 		}
@@ -134,8 +145,28 @@ py_start_workers(char **cause)
 	return 0;
 }
 
-int
-py_run(py_fn fn, void *arg, int timeout_ms, char **cause)
+/* Running past the deadline (bounded): raises KeyboardInterrupt in the
+ * worker running job, taking the GIL on this thread. py_lock held on
+ * entry and return, dropped meanwhile. */
+static void
+py_stop_job(struct py_job *job)
+{
+	PyGILState_STATE gs;
+
+	pthread_mutex_unlock(&py_lock);
+	gs = PyGILState_Ensure();
+	pthread_mutex_lock(&py_lock);
+	if (job->state == PY_RUNNING && !job->finishing && !job->stopped)
+		job->stopped = PyThreadState_SetAsyncExc(
+				   job->ident, PyExc_KeyboardInterrupt) == 1;
+	pthread_mutex_unlock(&py_lock);
+	PyGILState_Release(gs);
+	pthread_mutex_lock(&py_lock);
+}
+
+/* py_run; bounded: the deadline also ends the run (see agent.h). */
+static int
+py_run_job(py_fn fn, void *arg, int timeout_ms, int bounded, char **cause)
 {
 	struct py_job job = { .fn = fn, .arg = arg, .state = PY_QUEUED };
 	struct timespec deadline;
@@ -180,14 +211,38 @@ py_run(py_fn fn, void *arg, int timeout_ms, char **cause)
 		    timeout_ms, holder);
 		return -1;
 	}
-	while (job.state != PY_DONE)
-		pthread_cond_wait(&py_done, &py_lock);
+	while (job.state != PY_DONE) {
+		if (!bounded || job.stopped)
+			pthread_cond_wait(&py_done, &py_lock);
+		else if (pthread_cond_timedwait(
+			     &py_done, &py_lock, &deadline) == ETIMEDOUT)
+			py_stop_job(&job);
+	}
 	pthread_mutex_unlock(&py_lock);
-	if (job.rc != 0 && cause != NULL)
+	if (job.rc != 0 && job.stopped) {
+		free(job.cause);
+		job.cause = NULL;
+		cause_set(cause,
+		    "it did not return within %d ms (the timeout) and was "
+		    "interrupted",
+		    timeout_ms);
+	} else if (job.rc != 0 && cause != NULL)
 		*cause = job.cause;
 	else
 		free(job.cause);
 	return job.rc;
+}
+
+int
+py_run(py_fn fn, void *arg, int timeout_ms, char **cause)
+{
+	return py_run_job(fn, arg, timeout_ms, 0, cause);
+}
+
+int
+py_run_bounded(py_fn fn, void *arg, int timeout_ms, char **cause)
+{
+	return py_run_job(fn, arg, timeout_ms, 1, cause);
 }
 
 void

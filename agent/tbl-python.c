@@ -575,9 +575,19 @@ static struct tbl_python_snap *
 tbl_python_fetch(struct tbl_python *t, int timeout_ms, char **cause)
 {
 	struct tbl_python_call c = { t, NULL };
+	char *why = NULL;
 
-	if (py_run(tbl_python_call_run, &c, timeout_ms, cause) != 0)
+	if (py_run_bounded(tbl_python_call_run, &c, timeout_ms, &why) != 0) {
+		/* The function's own error names the table already. */
+		if (why != NULL && strncmp(why, "python.", 7) != 0)
+			cause_set(cause, "python.%s: %s", t->name, why);
+		else if (cause != NULL) {
+			*cause = why;
+			why = NULL;
+		}
+		free(why);
 		return NULL;
+	}
 	return c.snap;
 }
 

@@ -346,3 +346,24 @@ def test_forked_child_holds_no_agent_fd(spawn, tmp_path):
     assert extra == {}, fds
     pipes = [fd for fd, link in fds.items() if link.startswith("pipe:")]
     assert len(pipes) == 1, fds
+
+
+def test_a_table_function_that_never_returns_is_stopped(spawn, tmp_path):
+    script = tmp_path / "spin_table.py"
+    script.write_text(
+        "import os, time\nfrom probing import table\n"
+        "@table('spin')\ndef spin():\n    while True:\n        pass\n"
+        "@table('ok')\ndef ok():\n    return [{'a': 1}]\n"
+        "answer = 41\nprint('ready', flush=True)\n"
+        "while True:\n    time.sleep(0.05)\n")
+    p = spawn(str(script))
+    p.wait_out("ready")
+    for _ in range(3):  # more than the agent has python workers
+        r = probing("-t", p.pid, "--timeout", "1", "query", "SELECT * FROM python.spin",
+                    timeout=60)
+        assert (r.returncode, r.stdout) == (1, ""), r.stderr
+        assert r.stderr == ("probing: python.spin: it did not return within 1000 ms "
+                            "(the timeout) and was interrupted\n")
+    r = probing("-t", p.pid, "query", "-f", "csv", "SELECT a FROM python.ok")
+    assert (r.returncode, r.stdout) == (0, "a\n1\n"), r.stderr
+    assert_agent_free(p)
