@@ -13,7 +13,9 @@
 /* A column: its title and width (0: what is left); how to write the cell
  * of a target (NULL: the duration at ms, an offset in struct top_target);
  * how to order two targets by it (number; NULL: the duration at ms, or
- * the cell text). Numbers sort biggest first, unless small_first. */
+ * the cell text). Numbers sort biggest first, unless small_first. color,
+ * when set, colours the cell; sort_first marks the column sorted by at
+ * first. */
 struct pane_processes_col {
 	const char *title;
 	int width;
@@ -22,6 +24,8 @@ struct pane_processes_col {
 	double (*number)(const struct top_target *);
 	size_t ms;
 	int small_first;
+	enum ui_color (*color)(const struct top_target *);
+	int sort_first;
 };
 
 /* The duration at offset ms of t. */
@@ -30,9 +34,6 @@ pane_processes_ms(const struct top_target *t, size_t ms)
 {
 	return *(const double *)(const void *)((const char *)t + ms);
 }
-
-/* The RANK column, the one sorted by at first. */
-#define PANE_PROCESSES_RANK 1
 
 /* The sort column and the selection; owned by the pane. */
 struct pane_processes {
@@ -142,28 +143,66 @@ pane_processes_frame(const struct top_target *t, char *buf, size_t len)
 	snprintf(buf, len, "%s", frame ? frame : "");
 }
 
-#define PANE_PROCESSES_MS(title, field)                                        \
-	{                                                                      \
-		title, 8, 1, NULL, NULL, offsetof(struct top_target, field), 0 \
+/* The colour of t's state. */
+static enum ui_color
+pane_processes_color(const struct top_target *t)
+{
+	static const enum ui_color colors[] = {
+		[TOP_CONNECTING] = UI_IDLE,
+		[TOP_RUNNING] = UI_RUNNING,
+		[TOP_IDLE] = UI_IDLE,
+		[TOP_HUNG] = UI_HUNG,
+		[TOP_UNREACHABLE] = UI_DEAD,
+		[TOP_EXITED] = UI_DEAD,
+		[TOP_UNPROBED] = UI_GREY,
+	};
+
+	return colors[t->state];
+}
+
+#define PANE_PROCESSES_MS(name, field)                   \
+	{                                                \
+		.title = name, .width = 8, .right = 1,   \
+		.ms = offsetof(struct top_target, field) \
 	}
 static const struct pane_processes_col pane_processes_cols[] = {
-	{ "PID/ENDPOINT", 21, 0, pane_processes_endpoint, NULL, 0, 0 },
-	{ "RANK", 5, 1, pane_processes_rank, pane_processes_rank_n, 0, 1 },
-	{ "COMMAND", 30, 0, pane_processes_command, NULL, 0, 0 },
-	{ "STATE", 11, 0, pane_processes_state, pane_processes_state_n, 0, 1 },
-	{ "STEP", 7, 1, pane_processes_step, pane_processes_step_n, 0, 0 },
+	{ .title = "PID/ENDPOINT",
+	    .width = 21,
+	    .cell = pane_processes_endpoint },
+	{ .title = "RANK",
+	    .width = 5,
+	    .right = 1,
+	    .cell = pane_processes_rank,
+	    .number = pane_processes_rank_n,
+	    .small_first = 1,
+	    .sort_first = 1 /* rank order, then pid */ },
+	{ .title = "COMMAND", .width = 30, .cell = pane_processes_command },
+	{ .title = "STATE",
+	    .width = 11,
+	    .cell = pane_processes_state,
+	    .number = pane_processes_state_n,
+	    .small_first = 1,
+	    .color = pane_processes_color },
+	{ .title = "STEP",
+	    .width = 7,
+	    .right = 1,
+	    .cell = pane_processes_step,
+	    .number = pane_processes_step_n },
 	PANE_PROCESSES_MS("LAST ms", last_ms),
 	PANE_PROCESSES_MS("MED ms", median_ms),
 	PANE_PROCESSES_MS("FWD ms", fwd_ms),
 	PANE_PROCESSES_MS("BWD ms", bwd_ms),
 	PANE_PROCESSES_MS("OPT ms", opt_ms),
-	{ "GPU MB", 8, 1, pane_processes_mb, pane_processes_mb_n, 0, 0 },
-	{ "MAIN THREAD (innermost Python frame)", 0, 0, pane_processes_frame,
-	    NULL, 0, 0 },
+	{ .title = "GPU MB",
+	    .width = 8,
+	    .right = 1,
+	    .cell = pane_processes_mb,
+	    .number = pane_processes_mb_n },
+	{ .title = "MAIN THREAD (innermost Python frame)",
+	    .cell = pane_processes_frame },
 };
 #define PANE_PROCESSES_NCOLS \
 	((int)(sizeof pane_processes_cols / sizeof pane_processes_cols[0]))
-#define PANE_PROCESSES_STATE_COL 2
 
 /* How to sort: a column and a direction. */
 struct pane_processes_order {
@@ -202,6 +241,18 @@ pane_processes_cmp(const void *a, const void *b, void *arg)
 	if (c == 0)
 		c = strcmp(x->ep.name, y->ep.name);
 	return o->rev ? -c : c;
+}
+
+/* The column sorted by at first. */
+static int
+pane_processes_first_col(void)
+{
+	int c;
+
+	for (c = 0; c < PANE_PROCESSES_NCOLS; c++)
+		if (pane_processes_cols[c].sort_first)
+			return c;
+	return 0;
 }
 
 /* Orders top's targets by column col. */
@@ -271,22 +322,6 @@ pane_processes_line(const struct top_target *t, char *buf, size_t len, int w)
 	}
 }
 
-static enum ui_color
-pane_processes_color(enum top_state s)
-{
-	static const enum ui_color colors[] = {
-		[TOP_CONNECTING] = UI_IDLE,
-		[TOP_RUNNING] = UI_RUNNING,
-		[TOP_IDLE] = UI_IDLE,
-		[TOP_HUNG] = UI_HUNG,
-		[TOP_UNREACHABLE] = UI_DEAD,
-		[TOP_EXITED] = UI_DEAD,
-		[TOP_UNPROBED] = UI_GREY,
-	};
-
-	return colors[s];
-}
-
 /* Column c's first screen column. */
 static int
 pane_processes_x(int c)
@@ -304,7 +339,7 @@ pane_processes_init(struct pane *p)
 	struct pane_processes *pp = xcalloc(1, sizeof *pp);
 
 	pp->list.select = 1;
-	pp->sort_col = PANE_PROCESSES_RANK; /* rank order, then pid */
+	pp->sort_col = pane_processes_first_col();
 	p->data = pp;
 }
 
@@ -328,7 +363,7 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	struct top *top = p->top;
 	struct top_target *t;
 	char line[1024];
-	int i, row, sx, sw;
+	int i, c, row, sx, sw;
 
 	pane_processes_sort(top, pp->sort_col, pp->sort_rev);
 	pane_processes_header(line, sizeof line, w);
@@ -364,11 +399,12 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 			    t->state == TOP_UNPROBED ? ui_attr(UI_GREY)
 						     : (int)A_NORMAL);
 		ui_text(win, y + 1 + row, 0, w, line);
-		if (i != pp->list.sel && t->state != TOP_UNPROBED)
-			ui_chgat(win, y + 1 + row,
-			    pane_processes_x(PANE_PROCESSES_STATE_COL),
-			    pane_processes_cols[PANE_PROCESSES_STATE_COL].width,
-			    ui_attr(pane_processes_color(t->state)));
+		for (c = 0; c < PANE_PROCESSES_NCOLS; c++)
+			if (pane_processes_cols[c].color != NULL &&
+			    i != pp->list.sel && t->state != TOP_UNPROBED)
+				ui_chgat(win, y + 1 + row, pane_processes_x(c),
+				    pane_processes_cols[c].width,
+				    ui_attr(pane_processes_cols[c].color(t)));
 		wattrset(win, A_NORMAL);
 	}
 }
@@ -425,7 +461,7 @@ pane_processes_print(struct top *top, FILE *f)
 	time_t now = time(NULL);
 	struct tm tm;
 
-	pane_processes_sort(top, 0, 0);
+	pane_processes_sort(top, pane_processes_first_col(), 0);
 	for (i = 0; i < top->ntargets; i++)
 		counts[top->targets[i]->state]++;
 	localtime_r(&now, &tm);
