@@ -116,27 +116,70 @@ cmd_hang_comm_frame(json_t *f)
 	    strstr(func, "gloo::") != NULL || strstr(func, "nccl") != NULL;
 }
 
+/* Whether thread t has Python frames and is in communication code. */
+static int
+cmd_hang_thread_in_comm(json_t *t)
+{
+	json_t *f;
+	size_t k;
+	int python = 0, comm = 0;
+
+	json_array_foreach(json_object_get(t, "frames"), k, f)
+	{
+		python |= strcmp(cmd_hang_str(f, "type") ?: "", "Python") == 0;
+		comm |= cmd_hang_comm_frame(f);
+	}
+	return python && comm;
+}
+
 /* Whether a thread with Python frames is in communication code. */
 static int
 cmd_hang_in_comm(json_t *threads)
 {
-	json_t *t, *f;
-	size_t i, k;
-	int python, comm;
+	json_t *t;
+	size_t i;
 
 	json_array_foreach(threads, i, t)
 	{
-		python = comm = 0;
-		json_array_foreach(json_object_get(t, "frames"), k, f)
-		{
-			python |= strcmp(cmd_hang_str(f, "type") ?: "",
-					  "Python") == 0;
-			comm |= cmd_hang_comm_frame(f);
-		}
-		if (python && comm)
+		if (cmd_hang_thread_in_comm(t))
 			return 1;
 	}
 	return 0;
+}
+
+/* From the stack of a thread in communication code: the outermost
+ * torch.distributed function it is in (op) and the frame that called it
+ * (site, file:line), into w. */
+static void
+cmd_hang_stack_op(json_t *threads, json_t *w)
+{
+	json_t *t, *f, *op = NULL;
+	const char *file;
+	char site[1024];
+	size_t i, k;
+
+	json_array_foreach(threads, i, t)
+	{
+		if (!cmd_hang_thread_in_comm(t))
+			continue;
+		json_array_foreach(json_object_get(t, "frames"), k, f)
+		{
+			if (strcmp(cmd_hang_str(f, "type") ?: "", "Python") != 0)
+				continue;
+			file = cmd_hang_str(f, "file") ?: "";
+			if (strstr(file, "torch/distributed/") != NULL) {
+				op = f;
+				continue;
+			}
+			if (op == NULL)
+				continue;
+			snprintf(site, sizeof site, "%s:%lld", file,
+			    (long long)cmd_hang_int(f, "lineno", 0));
+			json_object_set(w, "op", json_object_get(op, "func"));
+			json_object_set_new(w, "site", json_string(site));
+			return;
+		}
+	}
 }
 
 /* Decides whether r waits, from its two samples. */
@@ -281,6 +324,20 @@ cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r)
 		(json_array_size(odd) > 0 || json_array_size(gone) > 0 ||
 		    json_array_size(missing) > 0 ||
 		    (size_t)answered == json_array_size(waiting))));
+	for (i = 0; coll == NULL && i < ctx->ntargets; i++) {
+		json_t *c;
+
+		if (!r[i].waiting || !r[i].native)
+			continue;
+		c = json_object();
+		cmd_hang_stack_op(r[i].s[1].threads, c);
+		if (json_object_get(c, "op") != NULL) {
+			json_object_set_new(c, "from", json_string("stacks"));
+			json_object_set_new(out, "collective", c);
+		} else
+			json_decref(c);
+		break;
+	}
 	if (coll != NULL) {
 		json_t *c = json_pack("{s:O, s:O, s:O, s:O, s:O}", "op",
 		    json_object_get(coll, "op"), "seq",
@@ -314,6 +371,17 @@ cmd_hang_print(FILE *f, json_t *d)
 	if (!json_is_true(json_object_get(d, "hung"))) {
 		fprintf(f, "no hang: no rank has waited in a collective while "
 			   "another was elsewhere\n");
+	} else if (c != NULL && json_object_get(c, "from") != NULL) {
+		fprintf(f,
+		    "hang: rank%s %s wait%s in %s called at %s (seen in "
+		    "their stacks: the call began before probing came)\n",
+		    json_array_size(json_object_get(d, "waiting")) > 1 ? "s"
+								       : "",
+		    ranks,
+		    json_array_size(json_object_get(d, "waiting")) > 1 ? ""
+								       : "s",
+		    cmd_hang_str(c, "op") ?: "?",
+		    cmd_hang_str(c, "site") ?: "?");
 	} else if (c != NULL) {
 		fprintf(f, "hang: rank%s %s wait%s in %s (group %s of %lld, "
 			   "seq %lld) called at %s",
