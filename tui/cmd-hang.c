@@ -2,7 +2,8 @@
  * stacks and steps.
  *
  * Two samples, --interval apart. A rank waits when its latest Python
- * collective is the same running call in both, or when a thread with
+ * collective is the same running call in both and has run --min-wait
+ * seconds, or when a thread with
  * Python frames sits in torch.distributed's or c10d/gloo/NCCL code in
  * both and its step did not move (DDP's reducer calls the process group
  * from C++, unseen by the wrappers). The collective most waiting ranks
@@ -182,9 +183,12 @@ cmd_hang_stack_op(json_t *threads, json_t *w)
 	}
 }
 
-/* Decides whether r waits, from its two samples. */
+/* Decides whether r waits, from its two samples: the same Python
+ * collective running in both and for at least min_wait seconds, or a
+ * thread in communication code in both with no step and no new Python
+ * collective between. */
 static void
-cmd_hang_classify(struct cmd_hang_rank *r)
+cmd_hang_classify(struct cmd_hang_rank *r, double min_wait)
 {
 	json_t *a = r->s[0].info, *b = r->s[1].info;
 	const char *st = cmd_hang_str(b, "state");
@@ -195,13 +199,18 @@ cmd_hang_classify(struct cmd_hang_rank *r)
 	if (st != NULL && strcmp(st, "running") == 0 &&
 	    cmd_hang_int(a, "seq", -1) == cmd_hang_int(b, "seq", -2) &&
 	    json_equal(json_object_get(a, "start"),
-		json_object_get(b, "start"))) {
+		json_object_get(b, "start")) &&
+	    clock_wall() - json_number_value(json_object_get(b, "start")) >=
+		min_wait) {
 		r->waiting = 1;
 		return;
 	}
+	/* No step and no new Python collective between the samples. */
 	if (cmd_hang_in_comm(r->s[0].threads) &&
 	    cmd_hang_in_comm(r->s[1].threads) &&
-	    cmd_hang_int(a, "step", -1) == cmd_hang_int(b, "step", -1)) {
+	    cmd_hang_int(a, "step", -1) == cmd_hang_int(b, "step", -1) &&
+	    json_equal(json_object_get(a, "start") ?: json_null(),
+		json_object_get(b, "start") ?: json_null())) {
 		r->waiting = 1;
 		r->native = 1;
 	}
@@ -273,7 +282,7 @@ cmd_hang_collective(struct cmd_hang_rank *r, int n)
 
 /* The diagnosis as JSON. */
 static json_t *
-cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r)
+cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r, double min_wait)
 {
 	json_t *out = json_object(), *waiting = json_array();
 	json_t *odd = json_array(), *gone = json_array(), *missing;
@@ -282,7 +291,7 @@ cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r)
 	double now = clock_wall();
 
 	for (i = 0; i < ctx->ntargets; i++) {
-		cmd_hang_classify(&r[i]);
+		cmd_hang_classify(&r[i], min_wait);
 		if (r[i].s[1].info != NULL)
 			world = (int)cmd_hang_int(
 			    r[i].s[1].info, "world_size", world);
@@ -445,17 +454,19 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "interval", required_argument, NULL, 'i' },
+		{ "min-wait", required_argument, NULL, 'w' },
 		{ "format", required_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const char *const fmts[] = { "text", "json", NULL };
 	struct cmd_hang_rank *r;
-	double interval = 1.0;
+	double interval = 1.0, min_wait = 5.0;
 	char *end;
 	int c, fmt = 0, i, k, hung;
 	json_t *d;
 
-	while ((c = getopt_long(argc, argv, "+:f:i:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:f:i:w:", longopts, NULL)) !=
+	    -1) {
 		switch (c) {
 		case 'f':
 			if ((fmt = cmd_parse_format(ctx->entry, optarg, fmts)) <
@@ -468,6 +479,15 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 			    interval > 600)
 				return cmd_usage(ctx->entry,
 				    "--interval takes seconds from 0.1 to 600, "
+				    "not '%s'",
+				    optarg);
+			break;
+		case 'w':
+			min_wait = strtod(optarg, &end);
+			if (*optarg == '\0' || *end != '\0' || min_wait < 0 ||
+			    min_wait > 86400)
+				return cmd_usage(ctx->entry,
+				    "--min-wait takes seconds from 0 to 86400, "
 				    "not '%s'",
 				    optarg);
 			break;
@@ -487,7 +507,7 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	cmd_hang_sample(ctx, r, 0);
 	usleep((useconds_t)(interval * 1e6));
 	cmd_hang_sample(ctx, r, 1);
-	d = cmd_hang_diagnose(ctx, r);
+	d = cmd_hang_diagnose(ctx, r, min_wait);
 	hung = json_is_true(json_object_get(d, "hung"));
 	if (fmt == 1) {
 		json_dumpf(d, stdout, JSON_INDENT(2));
@@ -508,10 +528,12 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 
 const struct cmd_entry cmd_hang_entry = {
 	.name = "hang",
-	.args = "[--interval SECONDS] [-f text|json]",
+	.args = "[--interval SECONDS] [--min-wait SECONDS] [-f text|json]",
 	.help = "say which rank a hung job waits for, and where it is",
 	.detail =
 	    "  --interval S  seconds between the two samples (default 1)\n"
+	    "  --min-wait S  a collective running this long counts as a wait "
+	    "(default 5)\n"
 	    "  -f FORMAT     text (default) or json\n"
 	    "Give every rank: -t job:PID. Exit status 1 when it names a "
 	    "hang, 0 when\n"
