@@ -4,6 +4,7 @@ followed or waited on, a squatted @probing-PID is refused by the CLI, and a
 flood of idle connections leaves the job its file descriptors."""
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -182,8 +183,9 @@ def test_inject_copy_of_the_agent_is_not_written_through_a_planted_link(spawn):
             "mount -t tmpfs none %s && exec %s -c \"$0\"" % (hide, PY), script]
     p = spawn(None, probing=None, wait=False, argv=argv)
     try:
-        p.wait_out("ready")
-        pid = int(p.out().split()[1])
+        # the workload's stdout is unbuffered: wait for the whole line
+        pid = int(wait_for(lambda: re.search(r"ready (\d+)\n", p.out()), 20,
+                           "the target's pid").group(1))
         if os.path.lexists(planted):
             os.unlink(planted)
         assert as_nobody(["ln", "-s", victim, planted]).returncode == 0
