@@ -9,8 +9,9 @@
 
 #include "tui.h"
 
-/* A native frame of the interpreter itself: its library is the python
- * executable or libpython. */
+/* A native frame of the interpreter itself (its library is the python
+ * executable or libpython) or of our own agent (the collectives' C
+ * wrappers). */
 static int
 stack_merge_interp(json_t *frame)
 {
@@ -22,7 +23,8 @@ stack_merge_interp(json_t *frame)
 	base = strrchr(file, '/');
 	base = base != NULL ? base + 1 : file;
 	return strncmp(base, "python", 6) == 0 ||
-	    strncmp(base, "libpython", 9) == 0;
+	    strncmp(base, "libpython", 9) == 0 ||
+	    strncmp(base, "libprobing", 10) == 0;
 }
 
 static int
