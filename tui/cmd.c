@@ -32,7 +32,10 @@ static const char cmd_global_usage[] =
     "usage: probing [-t TARGET] [--timeout SECONDS] COMMAND [ARGS]\n";
 
 static const char cmd_global_detail[] =
-    "  -t, --target TARGET   a pid, host:port, or a comma-separated list\n"
+    "  -t, --target TARGET   a pid, host:port, job:PID (every rank of its "
+    "job),\n"
+    "                        @FILE (a target per line), or a "
+    "comma-separated list\n"
     "      --timeout SECONDS the longest a request may take in the agent: "
     "the wait\n"
     "                        for the GIL, a query, an eval (then "
