@@ -98,7 +98,7 @@ $(B)/pic/%.o: %.c $(wildcard shared/*.h)
 
 $(B)/py$(PYVER)/%.o: %.c $(wildcard shared/*.h agent/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -I$(PYINC) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -DNDEBUG -fPIC -fvisibility=hidden -I$(PYINC) -c -o $@ $<
 
 $(B)/py$(PYVER)/agent/eval-helper-src.c: agent/eval-helper.py
 	@mkdir -p $(@D)
@@ -118,9 +118,25 @@ $(B)/py$(PYVER)/agent/bt-helper-bin.o: $(B)/probing-unwind
 	printf '.section .rodata\n.balign 16\n.globl bt_helper_elf\n.hidden bt_helper_elf\nbt_helper_elf:\n.incbin "%s"\n.globl bt_helper_elf_end\n.hidden bt_helper_elf_end\nbt_helper_elf_end:\n.section .note.GNU-stack,"",@progbits\n' $< | \
 	  $(CC) -c -x assembler -o $@ -
 
-# The agent does not link libpython: it uses the interpreter it is loaded in.
-$(AGENT_SO): $(AGENT_OBJ) $(SHARED_PIC_OBJ)
-	$(CC) -shared -Wl,-z,defs -Wl,--unresolved-symbols=ignore-all -o $@ $^ $(LDFLAGS) $(AGENT_LIBS)
+# The agent does not link libpython: it uses the interpreter it is loaded
+# in, so Python's symbols stay undefined; every other symbol must come
+# from a library it links (checked below, since -z defs cannot tell the
+# two apart). Nothing in it may end the job: xmalloc.o is not linked,
+# asserts are compiled out (Python's inline functions have some), and the
+# link fails on abort, exit, __assert_fail or PyErr_Print.
+AGENT_SHARED_OBJ := $(filter-out $(B)/pic/shared/xmalloc.o,$(SHARED_PIC_OBJ))
+$(AGENT_SO): $(AGENT_OBJ) $(AGENT_SHARED_OBJ)
+	$(CC) -shared -o $@ $^ $(LDFLAGS) $(AGENT_LIBS)
+	@nm -D --undefined-only $@ | awk '{print $$NF}' | sed 's/@.*//' | \
+	  grep -v -e '^_\{0,1\}Py' -e '^__gmon_start__$$' -e '^_ITM_' -e '^__cxa_finalize$$' | \
+	  sort -u > $(B)/agent-undef.txt; \
+	nm -D --defined-only $$(ldd $@ | grep -o '/[^ ]*') 2>/dev/null | \
+	  awk '{print $$NF}' | sed 's/@.*//' | sort -u > $(B)/agent-defs.txt; \
+	missing=$$(comm -23 $(B)/agent-undef.txt $(B)/agent-defs.txt); \
+	if [ -n "$$missing" ]; then echo "probing: $@ uses symbols no linked library defines:" $$missing >&2; rm -f $@; exit 1; fi
+	@bad=$$(nm -D --undefined-only $@ | awk '{print $$NF}' | sed 's/@.*//' | \
+	  grep -x -e abort -e __assert_fail -e exit -e PyErr_Print); \
+	if [ -n "$$bad" ]; then echo "probing: the agent must never end the job, but calls:" $$bad >&2; rm -f $@; exit 1; fi
 
 # One agent per interpreter in PYTHONS, each built by a make of its own.
 agents:
