@@ -48,7 +48,7 @@ TUI_LIBS := -levent -ljansson -lncursesw -ledit -lm
 
 .PHONY: all agent agents deps deps-check test test-venv unit e2e demo install install-agent asan lint \
         bench-instr format format-check bench screenshots fuzz clean help \
-        roots install-root matrix deps-matrix
+        roots install-root matrix bench-matrix deps-matrix
 
 all: deps-check probing agents tests-bin
 
@@ -305,6 +305,10 @@ install-root:
 
 matrix: roots
 	@PROBING_ROOTS=$(PROBING_ROOTS) tests/matrix/matrix.sh
+
+# The matrix's figures (after make matrix): README "Other Pythons".
+bench-matrix:
+	@PROBING_ROOTS=$(PROBING_ROOTS) tests/matrix/bench.sh
 
 clean:
 	rm -rf $(B) probing agent/libprobing-*.so

@@ -77,7 +77,7 @@ class Proc:
         with open(self.err_path, errors="replace") as f:
             return f.read()
 
-    def wait_out(self, text, timeout=20):
+    def wait_out(self, text, timeout=60):
         return wait_for(lambda: text in self.out(), timeout,
                         "%r in the workload's output" % text)
 

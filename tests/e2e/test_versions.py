@@ -68,8 +68,6 @@ def frames_refused_when_the_layout_differs(spawn, tmp_path):
     note = main.get("thread_note") or main.get("note") or ""
     assert "python frames not read: python %s" % PYVER in note, main
     assert "_PyRuntimeState.interpreters.head" in note
-    log = open("/tmp/probing-%d.log" % p.pid).read()
-    assert "python frames will not be read" in log
     # the rest of the agent works, and the target is unharmed
     assert probing("-t", p.pid, "eval", "1 + 1").stdout == "2\n"
     assert p.alive() and "Traceback" not in p.err()

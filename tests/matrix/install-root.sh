@@ -11,7 +11,8 @@ dir=${1:?usage: install-root.sh DIR}
 [ -x "$dir/bin/sh" ] || die "$dir is not a root file system (make roots makes them)"
 [ "$(id -u)" = 0 ] || die "building in a root needs root (chroot, mount)"
 
-trap 'root_umount "$dir"' EXIT INT TERM
+trap 'root_umount "$dir"' EXIT
+trap 'exit 1' INT TERM
 root_mount "$dir"
 root_build "$dir" "$src"
 root_install "$dir"

@@ -39,7 +39,8 @@ make_root() {
 	for f in /etc/apt/apt.conf.d/99*; do [ -f "$f" ] && cp "$f" "$dir/etc/apt/apt.conf.d/"; done
 	printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\n' \
 		>"$dir/etc/dpkg/dpkg.cfg.d/probing-nodoc"
-	trap 'root_umount "$dir"' EXIT INT TERM
+	trap 'root_umount "$dir"' EXIT
+	trap 'exit 1' INT TERM
 	root_mount "$dir"
 	echo "root $name: installing the build and test packages"
 	root_sh "$dir" "apt-get update -qq" >>"$ROOTS/$name.log" 2>&1 ||
