@@ -1,6 +1,8 @@
 /* The Stacks pane: every thread of the selected process, Python and
- * native frames, the GIL holder first; refreshed on r and every few
- * seconds while it is shown. */
+ * native frames, the GIL holder first; or, after m, one tree merged over
+ * every probed target (stack-merge.c, the tree of backtrace --merge), each
+ * frame with the ranks through it. Refreshed on r and every few seconds
+ * while it is shown. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,12 +31,17 @@ struct pane_stacks {
 	unsigned gen;
 	char *error;
 	struct pane *pane;
+	int merged;        /* the merged tree over every target */
+	json_t *collected; /* merged mode: {"threads": [...], "labels": {}} */
+	int waiting;       /* merged mode: answers still to come */
 };
 
-/* What a request carries back: which pane and which generation. */
+/* What a request carries back: which pane and which generation (and in
+ * merged mode, which target). */
 struct pane_stacks_req {
 	struct pane_stacks *ps;
 	unsigned gen;
+	struct top_target *t;
 };
 
 static void
@@ -193,6 +200,93 @@ pane_stacks_fetch(struct pane_stacks *ps, struct top *top, struct top_target *t)
 }
 
 static void
+pane_stacks_tree_line(void *arg, int depth, int part, const char *text)
+{
+	struct pane_stacks *ps = arg;
+	char *s;
+
+	xasprintf(&s, "%*s%s", depth * 2, "", text);
+	pane_stacks_add(ps, part ? UI_RUNNING : UI_NORMAL, part, s);
+}
+
+/* One target's answer in merged mode; the tree is made when the last
+ * one is in. */
+static void
+pane_stacks_merge_cb(void *arg, const struct aclient_reply *r)
+{
+	struct pane_stacks_req *req = arg;
+	struct pane_stacks *ps = req->ps;
+	json_t *threads, *t, *labels, *rank;
+	size_t i;
+
+	if (req->gen != ps->gen) {
+		free(req);
+		return;
+	}
+	if (r->cause == NULL) {
+		threads = stack_threads(r->body);
+		labels = json_object_get(ps->collected, "labels");
+		json_array_foreach(threads, i, t)
+		{
+			json_object_set_new(
+			    t, "target", json_string(req->t->ep.name));
+			json_array_append(
+			    json_object_get(ps->collected, "threads"), t);
+		}
+		rank = fmt_cell(json_array_get(json_object_get(r->body, "rows"), 0),
+		    fmt_col(r->body, "_rank"));
+		json_object_set_new(labels, req->t->ep.name,
+		    json_integer(json_is_integer(rank)
+			    ? json_integer_value(rank)
+			    : (json_int_t)req->t->pid));
+		json_decref(threads);
+	}
+	free(req);
+	if (--ps->waiting > 0)
+		return;
+	ps->pending = 0;
+	ps->fetched_at = clock_ms();
+	pane_stacks_clear(ps);
+	t = stack_merge(json_object_get(ps->collected, "threads"),
+	    json_object_get(ps->collected, "labels"), 0);
+	stack_merge_lines(t, pane_stacks_tree_line, ps);
+	if (ps->nlines == 0)
+		pane_stacks_add(ps, UI_NORMAL, 0, xstrdup("no threads"));
+	json_decref(t);
+	top_changed(ps->pane->top);
+}
+
+/* Asks every probed target for its stacks at once. */
+static void
+pane_stacks_fetch_all(struct pane_stacks *ps, struct top *top)
+{
+	struct pane_stacks_req *req;
+	json_t *body = json_pack("{s:s}", "sql", stack_merge_sql);
+	int i;
+
+	json_decref(ps->collected);
+	ps->collected = json_pack("{s:[], s:{}}", "threads", "labels");
+	ps->gen++;
+	ps->waiting = 0;
+	ps->target = NULL;
+	for (i = 0; i < top->ntargets; i++) {
+		if (top->targets[i]->ac == NULL)
+			continue;
+		req = xcalloc(1, sizeof *req);
+		req->ps = ps;
+		req->gen = ps->gen;
+		req->t = top->targets[i];
+		ps->waiting++;
+		aclient_request(top->targets[i]->ac, "POST", PROTO_QUERY, body,
+		    top->ctx->timeout_ms, top->ctx->timeout_ms + 3000,
+		    pane_stacks_merge_cb, req);
+	}
+	ps->pending = ps->waiting > 0;
+	ps->fetched_at = clock_ms();
+	json_decref(body);
+}
+
+static void
 pane_stacks_init(struct pane *p)
 {
 	struct pane_stacks *ps = xcalloc(1, sizeof *ps);
@@ -212,6 +306,19 @@ pane_stacks_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	if (t == NULL) {
 		ui_text(win, y + 1, 2, w - 2, "no targets");
 		return;
+	}
+	if (ps->merged) {
+		if (!ps->pending &&
+		    clock_ms() - ps->fetched_at > PANE_STACKS_EVERY)
+			pane_stacks_fetch_all(ps, p->top);
+		wattrset(win, A_BOLD);
+		snprintf(line, sizeof line,
+		    "Stacks merged over %d targets: [ranks] frame, a branch "
+		    "only some take in colour%s",
+		    p->top->ntargets, ps->pending ? "  (capturing...)" : "");
+		ui_text(win, y, 0, w, line);
+		wattrset(win, A_NORMAL);
+		goto lines;
 	}
 	if (!ps->pending &&
 	    (ps->target != t ||
@@ -234,6 +341,7 @@ pane_stacks_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 		wattrset(win, A_NORMAL);
 		return;
 	}
+lines:
 	h -= 2;
 	ui_list_fit(&ps->list, ps->nlines, h);
 	for (row = 0, i = ps->list.first; i < ps->nlines && row < h;
@@ -252,7 +360,20 @@ pane_stacks_key(struct pane *p, int key)
 	struct pane_stacks *ps = p->data;
 
 	if (key == 'r') {
-		pane_stacks_fetch(ps, p->top, top_selected(p->top));
+		if (ps->merged)
+			pane_stacks_fetch_all(ps, p->top);
+		else
+			pane_stacks_fetch(ps, p->top, top_selected(p->top));
+		return 1;
+	}
+	if (key == 'm') {
+		ps->merged = !ps->merged;
+		ps->gen++; /* answers in flight are for the other mode */
+		ps->pending = 0;
+		ps->fetched_at = 0;
+		ps->target = NULL;
+		pane_stacks_clear(ps);
+		ps->list.first = 0;
 		return 1;
 	}
 	return ui_list_key(&ps->list, key);
@@ -266,6 +387,7 @@ pane_stacks_free(struct pane *p)
 	if (ps == NULL)
 		return;
 	pane_stacks_clear(ps);
+	json_decref(ps->collected);
 	free(ps);
 	p->data = NULL;
 }
@@ -273,7 +395,7 @@ pane_stacks_free(struct pane *p)
 const struct pane_type pane_stacks_type = {
 	.name = "Stacks",
 	.label = "Stacks",
-	.hints = "r refresh (also every 3 s)",
+	.hints = "r refresh (also every 3 s)  m merged over every target",
 	.init = pane_stacks_init,
 	.draw = pane_stacks_draw,
 	.key = pane_stacks_key,

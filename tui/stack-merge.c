@@ -195,15 +195,15 @@ stack_merge_ranges(json_t *ranks, char *buf, size_t len)
 	}
 }
 
-/* Prints node's children at depth, marking a branch taken by only some of
- * its parent's ranks. */
+/* Hands each node under node, at depth, to emit as one line of text,
+ * with part set for a branch taken by only some of its parent's ranks. */
 static void
-stack_merge_print_level(FILE *f, json_t *node, int depth, int color)
+stack_merge_level(json_t *node, int depth, stack_merge_emit_fn emit, void *arg)
 {
 	json_t *kids = json_object_get(node, "children"), *k, *line;
 	size_t nparent = json_array_size(json_object_get(node, "ranks"));
 	const char *file, *base;
-	char ranks[256];
+	char ranks[256], text[1400];
 	size_t i;
 	int part;
 
@@ -215,24 +215,45 @@ stack_merge_print_level(FILE *f, json_t *node, int depth, int color)
 		    json_object_get(k, "ranks"), ranks, sizeof ranks);
 		file = json_string_value(json_object_get(k, "file")) ?: "";
 		line = json_object_get(k, "lineno");
-		fprintf(f, "%*s%s[%s] %s", depth * 2, "",
-		    part ? (color ? "\033[1;31m" : "") : "", ranks,
-		    json_string_value(json_object_get(k, "func")) ?: "??");
+		base = strrchr(file, '/');
 		if (json_is_integer(line))
-			fprintf(f, " (%s:%lld)", file,
-			    (long long)json_integer_value(line));
-		else {
-			base = strrchr(file, '/');
-			fprintf(f, " [%s]", base != NULL ? base + 1 : file);
-		}
-		fprintf(f, "%s%s\n", part && !color ? "  <-- only these" : "",
-		    part && color ? "\033[0m" : "");
-		stack_merge_print_level(f, k, depth + 1, color);
+			snprintf(text, sizeof text, "[%s] %s (%s:%lld)", ranks,
+			    json_string_value(json_object_get(k, "func")) ?: "??",
+			    file, (long long)json_integer_value(line));
+		else
+			snprintf(text, sizeof text, "[%s] %s [%s]", ranks,
+			    json_string_value(json_object_get(k, "func")) ?: "??",
+			    base != NULL ? base + 1 : file);
+		emit(arg, depth, part, text);
+		stack_merge_level(k, depth + 1, emit, arg);
 	}
+}
+
+void
+stack_merge_lines(json_t *tree, stack_merge_emit_fn emit, void *arg)
+{
+	stack_merge_level(tree, 0, emit, arg);
+}
+
+struct stack_merge_out {
+	FILE *f;
+	int color;
+};
+
+static void
+stack_merge_print_line(void *arg, int depth, int part, const char *text)
+{
+	struct stack_merge_out *o = arg;
+
+	fprintf(o->f, "%*s%s%s%s\n", depth * 2, "",
+	    part && o->color ? "\033[1;31m" : "", text,
+	    part ? (o->color ? "\033[0m" : "  <-- only these") : "");
 }
 
 void
 stack_merge_print(FILE *f, json_t *tree, int color)
 {
-	stack_merge_print_level(f, tree, 0, color);
+	struct stack_merge_out o = { f, color };
+
+	stack_merge_lines(tree, stack_merge_print_line, &o);
 }

@@ -171,6 +171,11 @@ json_t *stack_merge(json_t *threads, json_t *labels, int native_all);
 void stack_merge_ranges(json_t *ranks, char *buf, size_t len);
 /* Prints the tree, a branch only some ranks take in colour (or marked). */
 void stack_merge_print(FILE *, json_t *tree, int color);
+/* Hands the tree to emit line by line, outermost first: depth, whether
+ * only some of the parent's ranks take the branch, and the text. */
+typedef void (*stack_merge_emit_fn)(
+    void *arg, int depth, int part, const char *text);
+void stack_merge_lines(json_t *tree, stack_merge_emit_fn, void *arg);
 
 /* fmt.c: query results printed as table, json or csv. */
 /* Whether to colour output on f: a terminal and NO_COLOR unset. */

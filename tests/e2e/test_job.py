@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import PY, WORKLOADS, Proc, agent_listening, probing, wait_for
+from conftest import PROBING, PY, WORKLOADS, Proc, agent_listening, probing, wait_for
 
 
 def free_port():
@@ -288,3 +288,24 @@ def test_top_over_a_job_shows_one_row_per_rank_in_rank_order(job_running):
     assert [int(x.split()[0]) for x in tail] == [pids[i] for i in range(4)], r.stdout
     assert [x.split()[1] for x in tail] == ["0", "1", "2", "3"], r.stdout
     assert "RANK" in r.stdout
+
+
+def test_top_stacks_pane_merges_every_rank(job_skip):
+    """m in the Stacks pane: one tree over every target with rank sets."""
+    from test_top import Tmux
+    p, pids = job_skip
+    t = Tmux("probing-job-top-%d" % os.getpid(),
+             [PROBING, "-t", "job:%d" % pids[0], "top"], x=180, y=60)
+    try:
+        t.wait(lambda s: all(("%d " % pid) in s for pid in pids.values()), 60, "every rank")
+        t.keys("3")
+        t.wait_text("Stacks of", 30)
+        t.keys("m")
+        s = t.wait(lambda s: "[0-1,3] all_reduce" in s and "[2] odd_one_out" in s, 60,
+                   "the merged tree")
+        assert "Stacks merged over 4 targets" in s
+        assert re.search(r"\[0-3\] \S+", s)
+        t.keys("m")
+        t.wait_text("Stacks of", 30)
+    finally:
+        t.kill()
