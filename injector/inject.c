@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/prctl.h>
 
+#include "clock.h"
 #include "log.h"
 #include "injector.h"
 
@@ -389,12 +390,12 @@ inject_stop_safe(pid_t pid, int memfd, const struct maps *maps,
 	pid_t tids[256], want;
 	struct safety_result res;
 	const char *why = "unknown";
-	double deadline = ptrace_now_ms() + INJECT_SAFE_MS;
+	double deadline = clock_ms() + INJECT_SAFE_MS;
 	size_t ntids;
 	int i;
 
 	ntids = inject_threads(pid, tids, sizeof tids / sizeof tids[0]);
-	for (i = 0; i < INJECT_MAX_TRIES && ptrace_now_ms() < deadline; i++) {
+	for (i = 0; i < INJECT_MAX_TRIES && clock_ms() < deadline; i++) {
 		want = pid;
 		if (i >= INJECT_MAIN_TRIES && ntids > 1)
 			want = tids[1 +
@@ -444,7 +445,7 @@ inject_stop_safe(pid_t pid, int memfd, const struct maps *maps,
 	    "pid %d: no thread reached a safe point in %d tries and %.1f s "
 	    "(last: %s); try again",
 	    (int)pid, i,
-	    INJECT_SAFE_MS / 1000.0 - (deadline - ptrace_now_ms()) / 1000.0,
+	    INJECT_SAFE_MS / 1000.0 - (deadline - clock_ms()) / 1000.0,
 	    why);
 	return -1;
 }
@@ -516,7 +517,7 @@ inject_load(
 	struct maps maps = { NULL, 0 };
 	struct inject_funcs fn;
 	struct ptrace_thread t;
-	double t0 = ptrace_now_ms();
+	double t0 = clock_ms();
 	uint64_t sp, path_at, errno_at = 0;
 	size_t len;
 	int memfd = -1, rc = -1, called = -1, ok = 0, saved_errno = 0;
@@ -594,7 +595,7 @@ out:
 	if (memfd >= 0)
 		close(memfd);
 	maps_free(&maps);
-	st->total_ms = ptrace_now_ms() - t0;
+	st->total_ms = clock_ms() - t0;
 	return rc;
 }
 

@@ -153,7 +153,6 @@ struct ptrace_thread {
 #define PTRACE_WAIT_TIMEOUT -2
 #define PTRACE_STEP_SIGNAL  -3
 
-double ptrace_now_ms(void);
 int ptrace_tick_start(void);
 void ptrace_tick_stop(void);
 int ptrace_syscall_restart(struct user_regs_struct *r);

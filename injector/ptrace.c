@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 
+#include "clock.h"
 #include "log.h"
 #include "injector.h"
 
@@ -45,16 +46,6 @@ static const long ptrace_eintr_calls[] = {
 	SYS_accept,
 	SYS_accept4,
 };
-
-/* Monotonic clock in milliseconds. */
-double
-ptrace_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 /*
  * Undo the EINTR a ptrace stop gave a syscall that the kernel does not
@@ -198,7 +189,7 @@ ptrace_nap(long us)
 static int
 ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status, char **cause)
 {
-	double deadline = ptrace_now_ms() + timeout_ms;
+	double deadline = clock_ms() + timeout_ms;
 	long nap = 20;
 	int flags = WNOHANG, ticking = 0;
 	pid_t r;
@@ -218,7 +209,7 @@ ptrace_wait(struct ptrace_thread *t, int timeout_ms, int *status, char **cause)
 			ptrace_gone(t, cause);
 			break;
 		}
-		if (ptrace_now_ms() > deadline) {
+		if (clock_ms() > deadline) {
 			r = PTRACE_WAIT_TIMEOUT;
 			break;
 		}
@@ -414,7 +405,7 @@ ptrace_stop(struct ptrace_thread *t, int timeout_ms, char **cause)
 	}
 	t->stopped = 1;
 	t->in_signal_stop = 0;
-	t->stop_since_ms = ptrace_now_ms();
+	t->stop_since_ms = clock_ms();
 	return ptrace_read_regs(t, cause);
 }
 
@@ -425,7 +416,7 @@ ptrace_resume(struct ptrace_thread *t, char **cause)
 	if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
 		return ptrace_fail(t, "PTRACE_CONT", cause);
 	t->stopped = 0;
-	t->stopped_ms += ptrace_now_ms() - t->stop_since_ms;
+	t->stopped_ms += clock_ms() - t->stop_since_ms;
 	return 0;
 }
 
@@ -565,7 +556,7 @@ ptrace_drain_trap(struct ptrace_thread *t, char **cause)
 int
 ptrace_step(struct ptrace_thread *t, int timeout_ms, char **cause)
 {
-	double deadline = ptrace_now_ms() + timeout_ms;
+	double deadline = clock_ms() + timeout_ms;
 	siginfo_t si;
 	int status, w, left;
 
@@ -574,7 +565,7 @@ ptrace_step(struct ptrace_thread *t, int timeout_ms, char **cause)
 	t->stopped = 0;
 	t->stepped = 1;
 	for (;;) {
-		left = (int)(deadline - ptrace_now_ms());
+		left = (int)(deadline - clock_ms());
 		w = ptrace_wait(t, left > 0 ? left : 0, &status, cause);
 		if (w == PTRACE_WAIT_TIMEOUT) {
 			if (ptrace_reclaim(t, cause) < 0 ||
@@ -653,9 +644,9 @@ ptrace_call(struct ptrace_thread *t, uint64_t func, const uint64_t *args,
 	if (ptrace(PTRACE_CONT, t->tid, NULL, NULL) < 0)
 		return ptrace_fail(t, "PTRACE_CONT", cause);
 	t->stopped = 0;
-	deadline = ptrace_now_ms() + timeout_ms;
+	deadline = clock_ms() + timeout_ms;
 	for (;;) {
-		int left = (int)(deadline - ptrace_now_ms());
+		int left = (int)(deadline - clock_ms());
 
 		w = ptrace_wait(t, left > 0 ? left : 0, &status, cause);
 		if (w == PTRACE_WAIT_TIMEOUT) {
@@ -725,7 +716,7 @@ ptrace_detach(struct ptrace_thread *t)
 	if (t->stepped && t->stopped && ptrace_drain_trap(t, NULL) < 0)
 		goto out;
 	if (t->stopped)
-		t->stopped_ms += ptrace_now_ms() - t->stop_since_ms;
+		t->stopped_ms += clock_ms() - t->stop_since_ms;
 	if (t->ndeferred > 0 && t->in_signal_stop &&
 	    ptrace(PTRACE_SETSIGINFO, t->tid, NULL, &t->deferred[0]) == 0) {
 		sig = t->deferred[0].si_signo;

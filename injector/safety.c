@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include "clock.h"
 #include "injector.h"
 
 /*
@@ -156,7 +157,7 @@ int
 safety_step_out(struct ptrace_thread *t, const struct maps *maps, int max_steps,
     int max_ms, struct safety_result *res, char **cause)
 {
-	double deadline = ptrace_now_ms() + max_ms;
+	double deadline = clock_ms() + max_ms;
 	const char *what;
 	int rc, left;
 
@@ -165,7 +166,7 @@ safety_step_out(struct ptrace_thread *t, const struct maps *maps, int max_steps,
 	res->verdict =
 	    safety_check(&t->regs, t->memfd, maps, &res->why, &res->what);
 	while (res->verdict == SAFETY_INSIDE) {
-		left = (int)(deadline - ptrace_now_ms());
+		left = (int)(deadline - clock_ms());
 		if (res->steps >= max_steps || left <= 0) {
 			res->timed_out = 1;
 			return 0;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config-keys.h"
 #include "injector.h"
 #include "log.h"
@@ -234,25 +235,16 @@ cmd_inject_log_tail(pid_t pid, char *buf, size_t len)
 	buf[strcspn(buf, "\n")] = '\0';
 }
 
-static double
-cmd_inject_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Waits until the new agent answers; returns its reply or NULL. */
 static json_t *
 cmd_inject_wait(struct cmd_ctx *ctx, const struct endpoint *ep)
 {
-	double until = cmd_inject_now_ms() + CMD_INJECT_WAIT_MS;
+	double until = clock_ms() + CMD_INJECT_WAIT_MS;
 	json_t *h = NULL;
 	char *cause = NULL;
 	int status;
 
-	while (cmd_inject_now_ms() < until) {
+	while (clock_ms() < until) {
 		if (client_probe_pid(ep->pid, NULL) == 1 &&
 		    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
 			ctx->timeout_ms, 2000, &h, &status, &cause) == 0)
@@ -330,8 +322,8 @@ cmd_inject_pep768(struct cmd_ctx *ctx, const struct endpoint *ep, int major,
 	}
 	if (remote_exec_load(ep->pid, major, minor, agent, why) != 0)
 		return NULL;
-	until = cmd_inject_now_ms() + CMD_INJECT_PEP768_MS;
-	while (cmd_inject_now_ms() < until) {
+	until = clock_ms() + CMD_INJECT_PEP768_MS;
+	while (clock_ms() < until) {
 		if (client_probe_pid(ep->pid, NULL) == 1 &&
 		    client_request(ep, ctx->token, "GET", PROTO_HEALTH, NULL,
 			ctx->timeout_ms, 2000, &h, &status, &cause) == 0)
@@ -353,7 +345,7 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 {
 	struct injector_stats st = { 0 };
 	char agent[PATH_MAX], full[32], tail[512], *cause = NULL, *why = NULL;
-	double t0 = cmd_inject_now_ms();
+	double t0 = clock_ms();
 	int major, minor;
 	json_t *h;
 
@@ -389,7 +381,7 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 		printf("probing: injected into %d (python %s) in %.0f ms\n",
 		    (int)ep->pid,
 		    json_string_value(json_object_get(h, "python")),
-		    cmd_inject_now_ms() - t0);
+		    clock_ms() - t0);
 		if (verbose)
 			fprintf(stderr,
 			    "probing: loaded through PEP 768 "
@@ -419,7 +411,7 @@ cmd_inject_one(struct cmd_ctx *ctx, const struct endpoint *ep, char **defs,
 	}
 	printf("probing: injected into %d (python %s) in %.0f ms\n",
 	    (int)ep->pid, json_string_value(json_object_get(h, "python")),
-	    cmd_inject_now_ms() - t0);
+	    clock_ms() - t0);
 	if (verbose)
 		fprintf(stderr,
 		    "probing: pid %d was stopped %.2f ms in all; %d "
