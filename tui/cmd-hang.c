@@ -165,7 +165,8 @@ cmd_hang_stack_op(json_t *threads, json_t *w)
 			continue;
 		json_array_foreach(json_object_get(t, "frames"), k, f)
 		{
-			if (strcmp(cmd_hang_str(f, "type") ?: "", "Python") != 0)
+			if (strcmp(cmd_hang_str(f, "type") ?: "", "Python") !=
+			    0)
 				continue;
 			file = cmd_hang_str(f, "file") ?: "";
 			if (strstr(file, "torch/distributed/") != NULL) {
@@ -198,8 +199,8 @@ cmd_hang_classify(struct cmd_hang_rank *r, double min_wait)
 		return;
 	if (st != NULL && strcmp(st, "running") == 0 &&
 	    cmd_hang_int(a, "seq", -1) == cmd_hang_int(b, "seq", -2) &&
-	    json_equal(json_object_get(a, "start"),
-		json_object_get(b, "start")) &&
+	    json_equal(
+		json_object_get(a, "start"), json_object_get(b, "start")) &&
 	    clock_wall() - json_number_value(json_object_get(b, "start")) >=
 		min_wait) {
 		r->waiting = 1;
@@ -315,7 +316,8 @@ cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r, double min_wait)
 		}
 		w = cmd_hang_where(&r[i]);
 		json_object_set_new(w, "rank", json_integer(r[i].rank));
-		json_object_set_new(w, "target", json_string(ctx->targets[i].name));
+		json_object_set_new(
+		    w, "target", json_string(ctx->targets[i].name));
 		json_object_set_new(w, "stepping",
 		    json_boolean(cmd_hang_int(r[i].s[1].info, "step", -1) >
 			cmd_hang_int(r[i].s[0].info, "step", -1)));
@@ -378,8 +380,9 @@ cmd_hang_print(FILE *f, json_t *d)
 
 	stack_merge_ranges(json_object_get(d, "waiting"), ranks, sizeof ranks);
 	if (!json_is_true(json_object_get(d, "hung"))) {
-		fprintf(f, "no hang: no rank has waited in a collective while "
-			   "another was elsewhere\n");
+		fprintf(f,
+		    "no hang: no rank has waited in a collective while "
+		    "another was elsewhere\n");
 	} else if (c != NULL && json_object_get(c, "from") != NULL) {
 		fprintf(f,
 		    "hang: rank%s %s wait%s in %s called at %s (seen in "
@@ -392,8 +395,9 @@ cmd_hang_print(FILE *f, json_t *d)
 		    cmd_hang_str(c, "op") ?: "?",
 		    cmd_hang_str(c, "site") ?: "?");
 	} else if (c != NULL) {
-		fprintf(f, "hang: rank%s %s wait%s in %s (group %s of %lld, "
-			   "seq %lld) called at %s",
+		fprintf(f,
+		    "hang: rank%s %s wait%s in %s (group %s of %lld, "
+		    "seq %lld) called at %s",
 		    json_array_size(json_object_get(d, "waiting")) > 1 ? "s"
 								       : "",
 		    ranks,
@@ -409,9 +413,10 @@ cmd_hang_print(FILE *f, json_t *d)
 			fprintf(f, ", for %.1f s", json_number_value(v));
 		fputc('\n', f);
 	} else {
-		fprintf(f, "hang: rank%s %s wait%s in torch.distributed / "
-			   "c10d code (a collective issued from C++, e.g. "
-			   "DDP's reducer)\n",
+		fprintf(f,
+		    "hang: rank%s %s wait%s in torch.distributed / "
+		    "c10d code (a collective issued from C++, e.g. "
+		    "DDP's reducer)\n",
 		    json_array_size(json_object_get(d, "waiting")) > 1 ? "s"
 								       : "",
 		    ranks,
@@ -444,7 +449,7 @@ cmd_hang_print(FILE *f, json_t *d)
 		    json_object_get(d, "not_found"), ranks, sizeof ranks);
 		fprintf(f, "  no agent found for rank%s %s\n",
 		    json_array_size(json_object_get(d, "not_found")) > 1 ? "s"
-									  : "",
+									 : "",
 		    ranks);
 	}
 }
@@ -465,8 +470,8 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	int c, fmt = 0, i, k, hung;
 	json_t *d;
 
-	while ((c = getopt_long(argc, argv, "+:f:i:w:", longopts, NULL)) !=
-	    -1) {
+	while (
+	    (c = getopt_long(argc, argv, "+:f:i:w:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			if ((fmt = cmd_parse_format(ctx->entry, optarg, fmts)) <

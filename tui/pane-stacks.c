@@ -233,7 +233,8 @@ pane_stacks_merge_cb(void *arg, const struct aclient_reply *r)
 			json_array_append(
 			    json_object_get(ps->collected, "threads"), t);
 		}
-		rank = fmt_cell(json_array_get(json_object_get(r->body, "rows"), 0),
+		rank = fmt_cell(
+		    json_array_get(json_object_get(r->body, "rows"), 0),
 		    fmt_col(r->body, "_rank"));
 		json_object_set_new(labels, req->t->ep.name,
 		    json_integer(json_is_integer(rank)

@@ -218,11 +218,13 @@ stack_merge_level(json_t *node, int depth, stack_merge_emit_fn emit, void *arg)
 		base = strrchr(file, '/');
 		if (json_is_integer(line))
 			snprintf(text, sizeof text, "[%s] %s (%s:%lld)", ranks,
-			    json_string_value(json_object_get(k, "func")) ?: "??",
+			    json_string_value(json_object_get(k, "func"))
+				?: "??",
 			    file, (long long)json_integer_value(line));
 		else
 			snprintf(text, sizeof text, "[%s] %s [%s]", ranks,
-			    json_string_value(json_object_get(k, "func")) ?: "??",
+			    json_string_value(json_object_get(k, "func"))
+				?: "??",
 			    base != NULL ? base + 1 : file);
 		emit(arg, depth, part, text);
 		stack_merge_level(k, depth + 1, emit, arg);
