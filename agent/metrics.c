@@ -26,8 +26,8 @@
 #include "agent.h"
 #include "log.h"
 
-#define METRICS_SLOTS     1024 /* module/stage pairs kept, power of two */
-#define METRICS_TOP       20   /* modules exported, by time spent */
+#define METRICS_SLOTS     1024u /* module/stage pairs kept, power of two */
+#define METRICS_TOP       20    /* modules exported, by time spent */
 #define METRICS_OPTIMIZER 8
 #define METRICS_COLL      64 /* (op, state) pairs */
 #define METRICS_GIL_MS    50 /* the most a scrape waits for the GIL */
@@ -166,8 +166,8 @@ metrics_sample_kv(struct metrics_buf *b, const char *name, const char *base,
 static struct metrics_sum *
 metrics_mod(const char *name, const char *stage)
 {
-	size_t h = ((size_t)(uintptr_t)name >> 4) * 31 +
-	    ((size_t)(uintptr_t)stage >> 3);
+	size_t h = ((size_t)(uintptr_t)name >> 4u) * 31u +
+	    ((size_t)(uintptr_t)stage >> 3u);
 	size_t i, k;
 
 	for (i = 0; i < METRICS_SLOTS; i++) {
@@ -175,7 +175,7 @@ metrics_mod(const char *name, const char *stage)
 		if (M.mod[k].name == name && M.mod[k].stage == stage)
 			return &M.mod[k];
 		if (M.mod[k].name == NULL) {
-			if (M.nmod >= METRICS_SLOTS * 3 / 4)
+			if ((unsigned)M.nmod >= METRICS_SLOTS * 3 / 4)
 				return NULL;
 			M.nmod++;
 			M.mod[k].name = name;
@@ -360,8 +360,9 @@ static int
 metrics_proc(double *cpu, double *rss)
 {
 	char buf[1024], *p;
-	unsigned long ut, st;
-	long pages;
+	unsigned long ut = 0, st = 0;
+	long pages = 0;
+	int field;
 	FILE *f = fopen("/proc/self/stat", "re");
 	size_t n;
 
@@ -371,12 +372,17 @@ metrics_proc(double *cpu, double *rss)
 	fclose(f);
 	buf[n] = '\0';
 	p = strrchr(buf, ')');
-	/* After the comm: state is field 3; utime 14, stime 15, rss 24. */
-	if (p == NULL ||
-	    sscanf(p + 2,
-		"%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu "
-		"%*d %*d %*d %*d %*d %*d %*u %*u %ld",
-		&ut, &st, &pages) != 3)
+	/* After the comm (field 2): utime is field 14, stime 15, rss 24. */
+	for (field = 2; p != NULL && field < 24; field++) {
+		p = strchr(p + 1, ' ');
+		if (p != NULL && field + 1 == 14)
+			ut = strtoul(p + 1, NULL, 10);
+		else if (p != NULL && field + 1 == 15)
+			st = strtoul(p + 1, NULL, 10);
+		else if (p != NULL && field + 1 == 24)
+			pages = strtol(p + 1, NULL, 10);
+	}
+	if (p == NULL)
 		return -1;
 	*cpu = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 	*rss = (double)pages * (double)sysconf(_SC_PAGESIZE);
@@ -503,7 +509,7 @@ metrics_torch(struct metrics_buf *b, const char *base)
 	for (k = 0; k < METRICS_SLOTS; k++)
 		if (M.mod[k].name != NULL)
 			top[n++] = &M.mod[k];
-	qsort(top, (size_t)n, sizeof *top, metrics_by_time);
+	qsort((void *)top, (size_t)n, sizeof *top, metrics_by_time);
 	/* The METRICS_TOP modules with the most time, both their stages. */
 	for (i = 0; i < n && nmods < METRICS_TOP; i++) {
 		for (j = 0; j < nmods && mods[j] != top[i]->name; j++)

@@ -46,8 +46,7 @@ struct cmd_completion_opt {
 /* Reads the options out of a usage line such as "[-f table|json|csv]
  * [--steps N] [-o FILE]"; returns how many (at most max). */
 static int
-cmd_completion_opts(
-    const char *args, struct cmd_completion_opt *opts, int max)
+cmd_completion_opts(const char *args, struct cmd_completion_opt *opts, int max)
 {
 	char *copy = xstrdup(args), *p, *tok[64], *save = NULL, *q;
 	int ntok = 0, n = 0, i;
@@ -56,7 +55,7 @@ cmd_completion_opts(
 		if (*p == '[' || *p == ']')
 			*p = ' ';
 	for (p = strtok_r(copy, " ", &save); p != NULL && ntok < 64;
-	     p = strtok_r(NULL, " ", &save))
+	    p = strtok_r(NULL, " ", &save))
 		tok[ntok++] = p;
 	for (i = 0; i < ntok && n < max; i++) {
 		const char *next = i + 1 < ntok ? tok[i + 1] : "";
@@ -104,9 +103,9 @@ cmd_completion_words_of(const struct cmd_entry *e)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof cmd_completion_words /
-		 sizeof cmd_completion_words[0];
-	     i++)
+	for (i = 0;
+	    i < sizeof cmd_completion_words / sizeof cmd_completion_words[0];
+	    i++)
 		if (strcmp(cmd_completion_words[i].command, e->name) == 0)
 			return cmd_completion_words[i].words;
 	return CMD_COMPLETION_NONE;
@@ -255,7 +254,8 @@ cmd_completion_bash(FILE *f)
 		    e->needs_target ? "-t" : "");
 		w = cmd_completion_words_of(e);
 		if (w == CMD_COMPLETION_TABLES)
-			fputs("      [[ $cur == *\" \"* ]] && pre=\"${cur% *} \"\n"
+			fputs("      [[ $cur == *\" \"* ]] && pre=\"${cur% *} "
+			      "\"\n"
 			      "      COMPREPLY=($(compgen -P \"$pre\" -W "
 			      "\"$(_probing_tables \"$prog\" \"$target\")\" -- "
 			      "\"${cur##* }\"))\n",
@@ -402,9 +402,9 @@ cmd_completion_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_usage(&cmd_completion_entry,
 		    argc < 2 ? "which shell? bash or zsh"
 			     : "too many arguments");
-	for (i = 0; i < sizeof cmd_completion_shells /
-		 sizeof cmd_completion_shells[0];
-	     i++)
+	for (i = 0;
+	    i < sizeof cmd_completion_shells / sizeof cmd_completion_shells[0];
+	    i++)
 		if (strcmp(argv[1], cmd_completion_shells[i].shell) == 0) {
 			cmd_completion_shells[i].print(stdout);
 			return 0;

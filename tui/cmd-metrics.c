@@ -128,7 +128,7 @@ cmd_metrics_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	json_t *r;
 	int c, i, status, failed = 0;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "")) != -1)
+	if (cmd_getopt(ctx, argc, argv, "") != -1)
 		return EXIT_USAGE;
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
