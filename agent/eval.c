@@ -235,7 +235,7 @@ eval_complete(const char *text, int timeout_ms, char **cause)
 {
 	struct eval_call c = { text, 0, NULL };
 
-	if (py_run(eval_complete_run, &c, timeout_ms, cause) != 0)
+	if (py_run_bounded(eval_complete_run, &c, timeout_ms, cause) != 0)
 		return NULL;
 	return c.result;
 }
