@@ -445,8 +445,7 @@ inject_stop_safe(pid_t pid, int memfd, const struct maps *maps,
 	    "pid %d: no thread reached a safe point in %d tries and %.1f s "
 	    "(last: %s); try again",
 	    (int)pid, i,
-	    INJECT_SAFE_MS / 1000.0 - (deadline - clock_ms()) / 1000.0,
-	    why);
+	    INJECT_SAFE_MS / 1000.0 - (deadline - clock_ms()) / 1000.0, why);
 	return -1;
 }
 

@@ -18,9 +18,9 @@
 #include "log.h"
 #include "injector.h"
 
-#define PTRACE_XSTATE_MAX (64 * 1024)
-#define PTRACE_EFLAGS_TF  0x100
-#define PTRACE_EFLAGS_DF  0x400
+#define PTRACE_XSTATE_MAX  (64 * 1024)
+#define PTRACE_EFLAGS_TF   0x100
+#define PTRACE_EFLAGS_DF   0x400
 #define PTRACE_TICK_SIGNAL SIGURG /* ignored by default; ours is a no-op */
 #define PTRACE_TICK_MS     2
 
