@@ -87,7 +87,19 @@ static struct {
 	int installed;
 	int published;   /* a publication was started */
 	int64_t own_seq; /* for groups without a sequence number */
+	PyObject *dtype; /* the last tensor's dtype, and its name */
+	const char *dtype_name;
 } torch_dist;
+
+/* What never changes for a group (its name, size and this rank in it),
+ * kept for the last group seen: [0] the call's, [1] the default one. Held
+ * by a weak reference: a strong one would keep a destroyed group's
+ * sockets open. GIL. */
+static struct torch_dist_pg {
+	PyObject *ref; /* weakref to the group, or NULL */
+	const char *name;
+	long size, rank;
+} torch_dist_pgs[2];
 
 static __thread int torch_dist_depth;
 static __thread long torch_dist_tid;
@@ -142,10 +154,21 @@ torch_dist_tensor(PyObject *t, struct collectives_rec *rec)
 		Py_XDECREF(e);
 		if (rec->dtype == NULL &&
 		    (d = PyObject_GetAttr(x, torch_dist.s_dtype)) != NULL) {
-			ds = PyObject_Str(d);
-			if (ds != NULL && PyUnicode_AsUTF8(ds) != NULL)
-				rec->dtype = torch_intern(PyUnicode_AsUTF8(ds));
-			Py_XDECREF(ds);
+			/* torch's dtypes live as long as torch: the last one's
+			 * name is kept with a reference to it */
+			if (d != torch_dist.dtype) {
+				ds = PyObject_Str(d);
+				if (ds != NULL &&
+				    PyUnicode_AsUTF8(ds) != NULL) {
+					Py_XSETREF(
+					    torch_dist.dtype, Py_NewRef(d));
+					torch_dist.dtype_name =
+					    torch_intern(PyUnicode_AsUTF8(ds));
+				}
+				Py_XDECREF(ds);
+			}
+			if (d == torch_dist.dtype)
+				rec->dtype = torch_dist.dtype_name;
 			Py_DECREF(d);
 		}
 		PyErr_Clear();
@@ -224,6 +247,52 @@ torch_dist_site(void)
 	return torch_intern(buf);
 }
 
+/* Whether c was filled for pg, which is alive. */
+static int
+torch_dist_pg_is(const struct torch_dist_pg *c, PyObject *pg)
+{
+	PyObject *o;
+	int same;
+
+	if (c->ref == NULL)
+		return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+	if (PyWeakref_GetRef(c->ref, &o) < 0) {
+		PyErr_Clear();
+		return 0;
+	}
+	same = o == pg;
+	Py_XDECREF(o);
+#else
+	o = PyWeakref_GetObject(c->ref);
+	same = o == pg;
+#endif
+	return same;
+}
+
+/* pg's name, size and this rank in it: asked of torch once per group. */
+static const struct torch_dist_pg *
+torch_dist_pg_facts(struct torch_dist_pg *c, PyObject *pg)
+{
+	const char *name;
+	long size, rank;
+	PyObject *ref;
+
+	if (torch_dist_pg_is(c, pg))
+		return c;
+	name = torch_dist_group_name(pg);
+	size = torch_dist_call_long(pg, torch_dist.s_size);
+	rank = torch_dist_call_long(pg, torch_dist.s_rank);
+	ref = PyWeakref_NewRef(pg, NULL);
+	PyErr_Clear();
+	Py_CLEAR(c->ref);
+	c->ref = ref;
+	c->name = name;
+	c->size = size;
+	c->rank = rank;
+	return c;
+}
+
 /* Fills what is known before the call. */
 static void
 torch_dist_begin(const struct torch_dist_op *op, PyObject *const *args,
@@ -231,6 +300,7 @@ torch_dist_begin(const struct torch_dist_op *op, PyObject *const *args,
 {
 	PyObject *pg = torch_dist_arg(
 	    args, nargs, kwnames, op->group_pos, torch_dist.s_group);
+	const struct torch_dist_pg *facts;
 	PyObject *def = NULL;
 	int64_t seq;
 
@@ -246,8 +316,9 @@ torch_dist_begin(const struct torch_dist_op *op, PyObject *const *args,
 	rec->seq = -1;
 	rec->rank = -1;
 	if (pg != NULL && pg != Py_None) {
-		rec->group = torch_dist_group_name(pg);
-		rec->group_size = torch_dist_call_long(pg, torch_dist.s_size);
+		facts = torch_dist_pg_facts(&torch_dist_pgs[0], pg);
+		rec->group = facts->name;
+		rec->group_size = facts->size;
 		seq = torch_dist_seq(pg);
 		rec->seq = seq >= 0 ? seq + 1 : ++torch_dist.own_seq;
 	}
@@ -256,8 +327,8 @@ torch_dist_begin(const struct torch_dist_op *op, PyObject *const *args,
 		    torch_dist.c10d, torch_dist.s_default);
 		PyErr_Clear();
 	}
-	if (def != NULL)
-		rec->rank = torch_dist_call_long(def, torch_dist.s_rank);
+	if (def != NULL && def != Py_None)
+		rec->rank = torch_dist_pg_facts(&torch_dist_pgs[1], def)->rank;
 	Py_XDECREF(def);
 	if (op->tensor_pos >= 0)
 		torch_dist_tensor(torch_dist_arg(args, nargs, kwnames,
@@ -489,5 +560,7 @@ torch_dist_uninstall(void)
 		torch_dist_unwrap(torch_dist.dist, &torch_dist_ops[i]);
 		torch_dist_unwrap(torch_dist.c10d, &torch_dist_ops[i]);
 	}
+	for (i = 0; i < 2; i++)
+		Py_CLEAR(torch_dist_pgs[i].ref);
 	torch_dist.installed = 0;
 }
