@@ -2,10 +2,11 @@
  * file (@FILE, one target per line) and job:TARGET, every rank of that
  * target's job.
  *
- * A job's ranks are found two ways and merged: the local agents whose
- * identity names the same job (asked all at once), and the members the
- * target's agent read from the job's own rendezvous store, reached over
- * TCP with the token. Ranks come out in rank order; ranks the job has
+ * A job's ranks are found two ways and merged: the members the target's
+ * agent read from the job's own rendezvous store (by pid on this host,
+ * else over TCP with the token), and, when the store does not name every
+ * rank, the local agents whose identity names the same job (asked all at
+ * once). Ranks come out in rank order; ranks the job has
  * but nobody found are named on stderr. */
 #include <errno.h>
 #include <stdio.h>
@@ -254,14 +255,18 @@ targets_job(struct targets *t, struct cmd_ctx *ctx, const char *text,
 	}
 	if (targets_int(id, "rank") >= 0 && ep.kind == ENDPOINT_TCP)
 		targets_add(t, &ep, targets_int(id, "rank"));
-	targets_local(t, ctx, job);
+	world = targets_int(id, "world_size");
 	members = json_object_get(id, "members");
+	/* The local agents are asked only when the store does not name
+	 * every rank: one of them wedged with its GIL held (the very case
+	 * `hang` is for) would make every lookup wait TARGETS_ID_MS. */
+	if (world <= 0 || (int)json_array_size(members) < world)
+		targets_local(t, ctx, job);
 	targets_store(t, members);
 	if (json_is_string(json_object_get(id, "store_error")))
 		fprintf(stderr, "probing: job %s: %s\n", job,
 		    json_string_value(json_object_get(id, "store_error")));
 	targets_sort(t, from);
-	world = targets_int(id, "world_size");
 	if (t->n == from) {
 		cause_set(cause, "job %s: no rank with an agent found", job);
 		json_decref(id);
