@@ -241,7 +241,7 @@ FUZZ_CC := clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 $(B)/fuzz/fuzz-proto $(B)/fuzz/fuzz-endpoint: $(B)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(SHARED_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -o $@ $^
-$(B)/fuzz/fuzz-request: tests/fuzz/fuzz-request.c agent/server.c agent/conn.c agent/config.c $(SHARED_SRC)
+$(B)/fuzz/fuzz-request: tests/fuzz/fuzz-request.c agent/server.c agent/request.c agent/conn.c agent/config.c $(SHARED_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -o $@ $^ -levent_pthreads -levent -ljansson -lpthread
 $(B)/fuzz/fuzz-conn: tests/fuzz/fuzz-conn.c agent/conn.c $(SHARED_SRC)

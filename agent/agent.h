@@ -22,9 +22,15 @@ typedef struct _object PyObject;
 
 /* agent.c */
 extern pid_t agent_pid;
+extern int agent_running; /* the server started (set by init.c) */
 const char *agent_python_version(void);
+/* Checks the interpreter is the version this agent was built for, and
+ * notes the version; 0, or -1 with *cause. */
+int agent_check_python(char **cause);
+
+/* py-core.c: the module probing._core. */
 /* GIL held: a new reference to a fresh probing._core module object. */
-PyObject *agent_py_core(void);
+PyObject *py_core_new(void);
 
 /* config.c: the live values; read from any thread, written on the loop. */
 double config_get(enum config_id);
@@ -113,12 +119,22 @@ int conn_capacity(const struct conn_table *);
 void conn_describe(char *buf, size_t len);
 void conn_after_fork(void);
 
+/* request.c: the request the calling thread serves. */
+/* Server: the thread now serves the request on fd, with timeout_ms. */
+void request_begin(int fd, int timeout_ms);
+void request_end(void);
+/* Store: the query running now may take timeout_ms. */
+void request_set_timeout(int timeout_ms);
+/* How long GIL-needing work for the request may wait or run. */
+int request_timeout_ms(void);
+/* True once the client of the request went away. */
+int request_gone(void);
+
 /* server.c */
 int server_start(char **cause);
 void server_after_fork(void);
 /* On a request's thread: true once its client has closed the connection
  * (it will read no answer). */
-int server_client_gone(void);
 
 /* py.c: running C functions under the GIL on a py worker. */
 typedef int (*py_fn)(void *arg, char **cause);
@@ -143,6 +159,8 @@ int py_layout_free_threaded(void);
  * bt_eval_range gives it ([lo, hi)), or -1 when it is not known. */
 void bt_eval_init(void);
 void bt_eval_calibrate(void);
+/* Fork child: closes the fds the calibration left open (libunwind's). */
+void bt_eval_after_fork(void);
 int bt_eval_range(uintptr_t *lo, uintptr_t *hi);
 /* py-gil.c: describes the thread holding the GIL into buf. */
 void py_gil_holder(char *buf, size_t len);
@@ -154,8 +172,6 @@ int store_open(char **cause);
  * and *status (504 when it ran out of time, 413 when too big). It stops
  * after timeout_ms or when the client goes away. */
 json_t *store_query(const char *sql, int timeout_ms, int *status, char **cause);
-/* The timeout for GIL-needing tables in the query running now. */
-int store_timeout_ms(void);
 /* Is name (any case) one of the built-in python.* tables? Any thread. */
 int store_is_builtin(const char *name);
 /* probing.max_result_bytes, and the message for a result past it. */

@@ -18,11 +18,15 @@
  * thread. bt_eval_range: any thread (the range is written once before
  * bt_eval_state is published). */
 #define UNW_LOCAL_ONLY
+#include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,6 +44,62 @@ static _Atomic int bt_eval_state; /* 0: not tried, 1: found, -1: not */
 
 static void *bt_eval_ips[BT_EVAL_DEPTH];
 static int bt_eval_nips;
+
+/* The fds libunwind opened during the calibration (its memory-checking
+ * pipe, kept for good): closed in a fork child, which must hold none of
+ * the agent's fds. */
+#define BT_EVAL_FDS 8
+static int bt_eval_fds[BT_EVAL_FDS], bt_eval_nfds;
+
+/* Marks in seen[] (of n) the fds open now. */
+static void
+bt_eval_fd_scan(unsigned char *seen, int n)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int fd;
+
+	memset(seen, 0, (size_t)n);
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		fd = atoi(e->d_name);
+		if (fd >= 0 && fd < n && e->d_name[0] != '.')
+			seen[fd] = 1;
+	}
+	if (d != NULL) {
+		if (dirfd(d) >= 0 && dirfd(d) < n)
+			seen[dirfd(d)] = 0; /* the listing's own */
+		closedir(d);
+	}
+}
+
+/* Whether fd looks like libunwind's pipe (pipe2 with O_NONBLOCK and
+ * O_CLOEXEC), so that an fd a job's own thread opened meanwhile is never
+ * taken for ours. */
+static int
+bt_eval_is_unwind_pipe(int fd)
+{
+	char path[64], link[64];
+	ssize_t n;
+	int fl = fcntl(fd, F_GETFL), fdf = fcntl(fd, F_GETFD);
+
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof link - 1);
+	if (n <= 0 || fl < 0 || fdf < 0)
+		return 0;
+	link[n] = '\0';
+	return strncmp(link, "pipe:", 5) == 0 && (fl & O_NONBLOCK) &&
+	    (fdf & FD_CLOEXEC);
+}
+
+void
+bt_eval_after_fork(void)
+{
+	int i;
+
+	for (i = 0; i < bt_eval_nfds; i++)
+		close(bt_eval_fds[i]);
+	bt_eval_nfds = 0;
+}
 
 /* Records the caller's native stack into bt_eval_ips. */
 static PyObject *
@@ -108,9 +168,20 @@ bt_eval_calibrate(void)
 	uintptr_t lo, hi, blo, bhi, best_lo = 0, best_hi = 0;
 	int na = 0, nb = 0, i, k, in_b;
 
+	static unsigned char before[1024], after[1024];
+	int rc, fd;
+
 	if (atomic_load(&bt_eval_state) != 0)
 		return;
-	if (bt_eval_stacks(a, &na, b, &nb) != 0) {
+	bt_eval_fd_scan(before, sizeof before);
+	rc = bt_eval_stacks(a, &na, b, &nb);
+	bt_eval_fd_scan(after, sizeof after);
+	for (fd = 3; fd < (int)sizeof after; fd++) {
+		if (after[fd] && !before[fd] && bt_eval_nfds < BT_EVAL_FDS &&
+		    bt_eval_is_unwind_pipe(fd))
+			bt_eval_fds[bt_eval_nfds++] = fd;
+	}
+	if (rc != 0) {
 		atomic_store(&bt_eval_state, -1);
 		return;
 	}

@@ -184,7 +184,7 @@ eval_provide(void)
 	/* Set when done: a second worker may run it meanwhile, harmlessly,
 	 * but none goes on before the module is there. */
 	fn = eval_helper_fn("provide", &cause);
-	core = fn != NULL ? agent_py_core() : NULL;
+	core = fn != NULL ? py_core_new() : NULL;
 	r = core != NULL ? PyObject_CallOneArg(fn, core) : NULL;
 	if (r == NULL) {
 		PyErr_Clear();
@@ -708,7 +708,7 @@ eval_run(const char *code, int timeout_ms, int *status, char **cause)
 	while (!j->done) {
 		now = eval_now();
 		if (stopped == 0 &&
-		    (now >= limit || (gone = server_client_gone()) != 0)) {
+		    (now >= limit || (gone = request_gone()) != 0)) {
 			if (j->ident == 0)
 				break; /* it never had the GIL */
 			stopped = now;

@@ -64,7 +64,7 @@ struct server_job {
 	const struct server_route *route;
 	json_t *body;
 	int timeout_ms;
-	int fd; /* the connection's socket, for server_client_gone */
+	int fd; /* the connection's socket, for request_gone */
 	int status;
 	json_t *reply;
 	char *cause;
@@ -367,30 +367,17 @@ server_error(struct evhttp_request *req, int status, const char *msg)
 	server_send(req, status, json_pack("{s:s}", "error", msg));
 }
 
-/* The fd of the request the calling thread serves, or -1. */
-static _Thread_local int server_job_fd = -1;
-
-int
-server_client_gone(void)
-{
-	struct pollfd pfd = { server_job_fd, POLLRDHUP, 0 };
-
-	if (server_job_fd < 0 || poll(&pfd, 1, 0) != 1)
-		return 0;
-	return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-}
-
 /* Runs a route's work and stores the reply or error in job. */
 static void
 server_job_run(struct server_job *job)
 {
-	server_job_fd = job->fd;
+	request_begin(job->fd, job->timeout_ms);
 	job->status = 200;
 	job->reply = job->route->run(
 	    job->body, job->timeout_ms, &job->status, &job->cause);
 	if (job->reply == NULL && job->status == 200)
 		job->status = 400;
-	server_job_fd = -1;
+	request_end();
 }
 
 static void

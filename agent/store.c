@@ -27,7 +27,6 @@
 /* The connection; every use holds store_lock. */
 static sqlite3 *store_db;
 static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
-static int store_query_timeout_ms = PROTO_DEFAULT_GIL_MS;
 /* Set while the agent itself changes the schema; store_lock held. */
 static int store_internal;
 /* The built-in tables' names, noted once at open. */
@@ -95,7 +94,7 @@ store_progress(void *arg)
 		run->timed_out = 1;
 	else if (now >= run->next_poll) {
 		run->next_poll = now + 0.05;
-		run->gone = server_client_gone();
+		run->gone = request_gone();
 	}
 	return run->timed_out || run->gone;
 }
@@ -205,12 +204,6 @@ store_open(char **cause)
 	store_apply_limit(config_get(CONFIG_MAX_RESULT_BYTES), NULL);
 	config_on_change(CONFIG_MAX_RESULT_BYTES, store_apply_limit);
 	return 0;
-}
-
-int
-store_timeout_ms(void)
-{
-	return store_query_timeout_ms;
 }
 
 /* Returns a JSON string for n bytes of text, replacing invalid UTF-8. */
@@ -385,7 +378,7 @@ store_query(const char *sql, int timeout_ms, int *status, char **cause)
 		return NULL;
 	}
 	store_running_since = store_now();
-	store_query_timeout_ms = timeout_ms;
+	request_set_timeout(timeout_ms);
 	sqlite3_progress_handler(store_db, 1000, store_progress, &run);
 	if (tbl_python_refresh(store_db, sql, timeout_ms, cause) != 0)
 		goto fail;

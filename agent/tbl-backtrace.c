@@ -130,7 +130,7 @@ tbl_backtrace_filter(sqlite3_vtab_cursor *base, int idx, const char *idxstr,
 	struct tbl_backtrace_cursor *cur = (struct tbl_backtrace_cursor *)base;
 	sqlite3_int64 tid = 0;
 	char *cause = NULL;
-	int gil_ms = store_timeout_ms();
+	int gil_ms = request_timeout_ms();
 
 	(void)idxstr;
 	if (idx == 1 && argc == 1) {

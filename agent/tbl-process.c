@@ -112,7 +112,7 @@ tbl_process_filter(sqlite3_vtab_cursor *base, int idx, const char *idxstr,
 {
 	struct tbl_process_cursor *cur = (struct tbl_process_cursor *)base;
 	struct identity *id = malloc(sizeof *id);
-	int gil_ms = store_timeout_ms();
+	int gil_ms = request_timeout_ms();
 
 	(void)idx;
 	(void)idxstr;

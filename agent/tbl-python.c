@@ -870,7 +870,7 @@ tbl_python_filter(sqlite3_vtab_cursor *base, int idx, const char *idxstr,
 	(void)argc;
 	(void)argv;
 	if (t->snap == NULL || t->gen != tbl_python_gen) {
-		s = tbl_python_fetch(t, store_timeout_ms(), &cause);
+		s = tbl_python_fetch(t, request_timeout_ms(), &cause);
 		if (s == NULL) {
 			sqlite3_free(vt->base.zErrMsg);
 			vt->base.zErrMsg =

@@ -12,76 +12,6 @@
 #include "xmalloc.h"
 #include "tui.h"
 
-#define CMD_LIST_ACCEPTCON 0x10000
-
-/* Reads /proc/PID/cmdline with spaces for NULs and control characters
- * escaped (\n, \t, \xNN), so that it is one line; malloc'd. */
-char *
-cmd_list_cmdline(pid_t pid)
-{
-	char path[64], buf[4096], *out, *o;
-	size_t n, i;
-	unsigned char c;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-	f = fopen(path, "re");
-	if (f == NULL)
-		return xstrdup("");
-	n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	while (n > 0 && buf[n - 1] == '\0')
-		n--;
-	o = out = xmalloc(n * 4 + 1);
-	for (i = 0; i < n; i++) {
-		c = (unsigned char)buf[i];
-		if (c == '\0')
-			*o++ = ' ';
-		else if (c == '\n' || c == '\t' || c == '\r') {
-			*o++ = '\\';
-			*o++ = c == '\n' ? 'n' : c == '\t' ? 't' : 'r';
-		} else if (c < 0x20 || c == 0x7f)
-			o += sprintf(o, "\\x%02x", c);
-		else
-			*o++ = (char)c;
-	}
-	*o = '\0';
-	return out;
-}
-
-/* Pids whose own agent listens on @probing-PID (names held by another
- * process are left out), in /proc/net/unix order; malloc'd. */
-pid_t *
-cmd_list_pids(int *n)
-{
-	char line[1024], path[512];
-	unsigned long flags;
-	pid_t *pids = NULL, pid;
-	int count = 0, i, dup;
-	FILE *f = fopen("/proc/net/unix", "re");
-
-	if (f == NULL) {
-		*n = 0;
-		return NULL;
-	}
-	while (fgets(line, sizeof line, f) != NULL) {
-		if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %511s", &flags,
-			path) != 2 ||
-		    !(flags & CMD_LIST_ACCEPTCON) ||
-		    sscanf(path, "@probing-%d", &pid) != 1)
-			continue;
-		for (dup = 0, i = 0; i < count; i++)
-			dup |= pids[i] == pid;
-		if (dup || client_probe_pid(pid, NULL) != 1)
-			continue;
-		pids = xrealloc(pids, (size_t)(count + 1) * sizeof *pids);
-		pids[count++] = pid;
-	}
-	fclose(f);
-	*n = count;
-	return pids;
-}
-
 /* Removes the logs and init files of dead pids from this user's dir. */
 static void
 cmd_list_clean(void)
@@ -126,7 +56,7 @@ cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	    "user", "python", "rank", "world_size", "job", "unix", "tcp",
 	    "command", "rows");
 	cmd_list_clean();
-	pids = cmd_list_pids(&n);
+	pids = procs_probed(&n);
 	eps = xcalloc((size_t)n + 1, sizeof *eps);
 	res = xcalloc((size_t)n + 1, sizeof *res);
 	for (i = 0; i < n; i++) {
@@ -145,7 +75,7 @@ cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		endpoint_socket_name(
 		    pids[i], unixname + 1, sizeof unixname - 1);
 		unixname[0] = '@';
-		cmd = cmd_list_cmdline(pids[i]);
+		cmd = procs_cmdline(pids[i]);
 		row = json_pack("[i, s, s, O, O, O, s, O, s]", (int)pids[i],
 		    pw ? pw->pw_name : "?",
 		    h ? json_string_value(json_object_get(h, "python")) : "?",

@@ -108,7 +108,7 @@ targets_local(struct targets *t, struct cmd_ctx *ctx, const char *job)
 	int n, i, found = 0;
 	const char *j;
 
-	pids = cmd_list_pids(&n);
+	pids = procs_probed(&n);
 	if (n == 0) {
 		free(pids);
 		return 0;

@@ -48,7 +48,7 @@ top_target_new(struct top *top, const struct endpoint *ep, int probed)
 	t->pid = ep->kind == ENDPOINT_PID ? ep->pid : 0;
 	t->rank = -1;
 	if (ep->kind == ENDPOINT_PID)
-		t->command = cmd_list_cmdline(ep->pid);
+		t->command = procs_cmdline(ep->pid);
 	if (probed)
 		t->ac = aclient_new(top->base, ep, top->ctx->token);
 	t->last_ms = t->median_ms = t->median_gap = -1;

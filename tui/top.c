@@ -123,7 +123,7 @@ top_scan(struct top *top)
 	top->last_scan = clock_ms();
 	for (i = 0; i < top->ntargets; i++)
 		top->targets[i]->seen = 0;
-	pids = cmd_list_pids(&n);
+	pids = procs_probed(&n);
 	for (i = 0; i < n; i++) {
 		t = top_find_pid(top, pids[i]);
 		if (t != NULL && t->ac == NULL) {

@@ -98,9 +98,13 @@ int peer_check(int fd, pid_t pid, char **cause);
 /* Why pid's agent could not be reached (err from connect) into *cause. */
 void client_no_agent(pid_t pid, int err, char **cause);
 
-/* cmd-list.c */
-char *cmd_list_cmdline(pid_t);
-pid_t *cmd_list_pids(int *n);
+/* procs.c: local processes with an agent. */
+/* Reads /proc/PID/cmdline as one line (spaces for NULs, control
+ * characters escaped); malloc'd. */
+char *procs_cmdline(pid_t);
+/* Pids whose own agent listens on @probing-PID, in /proc/net/unix
+ * order; malloc'd, count in *n. */
+pid_t *procs_probed(int *n);
 
 /* cmd-inject.c */
 int cmd_inject_agent_path(
