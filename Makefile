@@ -96,7 +96,7 @@ $(B)/pic/%.o: %.c $(wildcard shared/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
-$(B)/py$(PYVER)/%.o: %.c $(wildcard shared/*.h agent/*.h)
+$(B)/py$(PYVER)/%.o: %.c $(wildcard shared/*.h agent/*.h) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -DNDEBUG -fPIC -fvisibility=hidden -I$(PYINC) -c -o $@ $<
 
