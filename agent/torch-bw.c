@@ -84,7 +84,7 @@ torch_bwcall_finish(struct torch_bwcall *c)
 	now = torch_now();
 	c->done = 1;
 	torch_emit(c->step, c->step == torch_clk.cur_step ? torch_clk.seq++ : 0,
-	    c->name, "backward", now - c->t0);
+	    c->name, "backward", c->t0, now);
 }
 
 void

@@ -38,10 +38,12 @@ static struct {
 static struct {
 	PyObject *mod, *stats, *dev;
 	PyObject *s_initialized;
-	int on; /* CUDA was initialized by the job */
+	int on;               /* CUDA was initialized by the job */
+	int64_t checked_step; /* when not on: the step last checked, + 1 */
 } torch_cuda;
 
 static __thread long torch_tid;
+static double torch_wall_off; /* 0: read it at the next row */
 
 double
 torch_now(void)
@@ -52,35 +54,62 @@ torch_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CLOCK_REALTIME minus CLOCK_MONOTONIC, read again at each new step (so a
+ * row's time costs no second clock read, and a step of the wall clock is
+ * followed within a step). */
 static double
-torch_wall(void)
+torch_wall_offset(void)
 {
 	struct timespec ts;
+	double wall;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	wall = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return wall - torch_now();
 }
 
-/* Python frames on this thread's stack: equal for the pre- and post-hook
- * of one module call (both called from its _call_impl frame), smaller for
- * any call made after it unwound. (The recursion counters will not do:
- * they also count C calls, which differ before and after the interpreter
- * specializes a call site.) */
+static _PyInterpreterFrame *
+torch_current_frame(void)
+{
+	PyThreadState *ts = PyThreadState_Get();
+
+#if PY_VERSION_HEX >= 0x030D0000
+	return ts->current_frame;
+#else
+	return ts->cframe->current_frame;
+#endif
+}
+
+/* Python frames on this thread's stack. (The recursion counters will not
+ * do: they also count C calls, which differ before and after the
+ * interpreter specializes a call site.) */
 int
 torch_depth(void)
 {
-	PyThreadState *ts = PyThreadState_Get();
 	_PyInterpreterFrame *f;
 	int d = 0;
 
-#if PY_VERSION_HEX >= 0x030D0000
-	f = ts->current_frame;
-#else
-	f = ts->cframe->current_frame;
-#endif
-	for (; f != NULL; f = f->previous)
+	for (f = torch_current_frame(); f != NULL; f = f->previous)
 		d++;
 	return d;
+}
+
+const void *
+torch_frame(void)
+{
+	return torch_current_frame();
+}
+
+int
+torch_frame_below(const void *frame)
+{
+	_PyInterpreterFrame *f = torch_current_frame();
+
+	for (f = f ? f->previous : NULL; f != NULL; f = f->previous) {
+		if (f == frame)
+			return 1;
+	}
+	return 0;
 }
 
 PyObject *
@@ -215,6 +244,10 @@ torch_allocated(void)
 	if (torch_cuda.mod == NULL || torch_cuda.s_initialized == NULL)
 		return 0;
 	if (!torch_cuda.on) {
+		/* Once a step: torch.cuda._initialized is a module lookup. */
+		if (torch_cuda.checked_step == torch_clk.cur_step + 1)
+			return 0;
+		torch_cuda.checked_step = torch_clk.cur_step + 1;
 		v = PyObject_GetAttr(torch_cuda.mod, torch_cuda.s_initialized);
 		if (v == NULL) {
 			PyErr_Clear();
@@ -255,7 +288,7 @@ torch_allocated(void)
 
 void
 torch_emit(int64_t step, int64_t seq, const char *name, const char *stage,
-    double duration)
+    double t0, double t1)
 {
 	struct torch_trace_rec r;
 
@@ -269,8 +302,10 @@ torch_emit(int64_t step, int64_t seq, const char *name, const char *stage,
 	r.module = name;
 	r.stage = stage;
 	r.allocated = torch_allocated();
-	r.duration = duration;
-	r.time = torch_wall();
+	r.duration = t1 - t0;
+	if (torch_wall_off == 0)
+		torch_wall_off = torch_wall_offset();
+	r.time = t1 + torch_wall_off;
 	r.thread_id = torch_tid;
 	r.rank = torch_st.rank;
 	ring_push(&tbl_torch_trace_ring, &r);
@@ -320,6 +355,7 @@ torch_sampled(int64_t step)
 	torch_clk.cur_valid = 1;
 	torch_clk.cur_step = step;
 	torch_clk.seq = 0;
+	torch_wall_off = 0;
 	r = torch_st.rate;
 	if (r <= 0 || step < 0) {
 		torch_clk.cur_sampled = 0;

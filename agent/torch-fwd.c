@@ -2,9 +2,12 @@
  * (torch.nn.modules.module.register_module_forward_pre_hook and
  * register_module_forward_hook, two C functions) and the names of modules.
  *
- * A per-thread stack pairs the pre- and post-hook of each call; an entry
- * left by a forward that raised is dropped by comparing Python frame
- * depths. A traced call writes its forward row and arms the backward
+ * A per-thread stack pairs the pre- and post-hook of each call by the
+ * Python frame that calls both (its _call_impl): the post-hook finds its
+ * entry on top, in one comparison; an entry left by a forward that raised
+ * is dropped by the next pre-hook, which keeps only entries whose frame is
+ * still a caller of its own (found a few frames up, not by walking the
+ * whole stack). A traced call writes its forward row and arms the backward
  * hooks (torch-bw.c). Names: the outermost module by its class, the
  * others by their dotted path below it, kept in a map keyed by the module
  * (checked through a weakref, so a dead module's slot is never trusted).
@@ -23,8 +26,8 @@
 
 /* One module call in flight on a thread. */
 struct torch_frame {
-	PyObject *module; /* borrowed: alive while its call runs */
-	int depth;
+	PyObject *module;  /* borrowed: alive while its call runs */
+	const void *frame; /* its _call_impl frame, for identity only */
 	int sampled;
 	const char *name;
 	int64_t step, seq;
@@ -220,14 +223,15 @@ torch_fwd_pre(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	struct torch_tls *t = &torch_tls;
 	struct torch_frame *f;
-	int depth, sampled;
+	const void *frame;
+	int sampled;
 	int64_t step;
 
 	(void)self;
 	if (torch_st.child || !torch_st.installed || nargs < 1)
 		Py_RETURN_NONE;
-	depth = torch_depth();
-	while (t->n > 0 && t->st[t->n - 1].depth >= depth)
+	frame = torch_frame();
+	while (t->n > 0 && !torch_frame_below(t->st[t->n - 1].frame))
 		t->n--; /* their forward raised */
 	if (t->n == 0)
 		torch_clock_tick(args[0]);
@@ -237,7 +241,7 @@ torch_fwd_pre(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 		Py_RETURN_NONE;
 	f = &t->st[t->n++];
 	f->module = args[0];
-	f->depth = depth;
+	f->frame = frame;
 	f->sampled = sampled;
 	f->name = NULL;
 	if (sampled) {
@@ -256,16 +260,17 @@ torch_fwd_post(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	struct torch_tls *t = &torch_tls;
 	struct torch_frame f;
+	const void *frame;
 	double now;
-	int depth, i;
+	int i;
 
 	(void)self;
 	if (torch_st.child || nargs < 3)
 		Py_RETURN_NONE;
 	now = torch_now();
-	depth = torch_depth();
+	frame = torch_frame();
 	for (i = t->n - 1; i >= 0; i--) {
-		if (t->st[i].module == args[0] && t->st[i].depth == depth)
+		if (t->st[i].frame == frame && t->st[i].module == args[0])
 			break;
 	}
 	if (i < 0)
@@ -274,7 +279,7 @@ torch_fwd_post(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 	t->n = i;
 	if (!f.sampled || !torch_st.installed)
 		Py_RETURN_NONE;
-	torch_emit(f.step, f.seq, f.name, "forward", now - f.t0);
+	torch_emit(f.step, f.seq, f.name, "forward", f.t0, now);
 	torch_bw_arm(f.name, f.step, args[1], args[2]);
 	if (torch_swallow("forward hook") != 0)
 		return NULL;

@@ -135,8 +135,8 @@ torch_opt_exit(int ok)
 	step = torch_clk.opt_steps;
 	if (torch_sampled(step))
 		torch_emit(step, torch_clk.seq++,
-		    torch_intern(_PyType_Name(Py_TYPE(s.opt))), "step",
-		    now - s.t0);
+		    torch_intern(_PyType_Name(Py_TYPE(s.opt))), "step", s.t0,
+		    now);
 	torch_clk.opt_steps++;
 	/* Park the forward hooks through steps that are not traced. */
 	if (torch_fwd_busy() == 0 && torch_st.installed)

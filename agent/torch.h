@@ -54,6 +54,13 @@ extern struct torch_clock torch_clk;
 double torch_now(void);
 /* Python frames on this thread's stack. */
 int torch_depth(void);
+/* The Python frame running now: the same for the pre- and post-hook of
+ * one module call (both called from its _call_impl frame); an identity,
+ * never dereferenced by callers. */
+const void *torch_frame(void);
+/* Whether frame is a caller of the frame running now (still on the
+ * stack); walks only as far as it, or the whole stack when it is not. */
+int torch_frame_below(const void *frame);
 /* The object weak reference wr points to, or NULL when it died; for
  * comparing identity only (no reference is kept). */
 PyObject *torch_weak_target(PyObject *wr);
@@ -67,9 +74,10 @@ const char *torch_intern(const char *s);
 PyObject *torch_getattr_path(const char *module, const char *attr);
 /* Finds the CUDA handles once torch is imported; never initializes CUDA. */
 void torch_cuda_load(void);
-/* Pushes one row into python.torch_trace. */
+/* Pushes one row into python.torch_trace for a call that ran from t0 to
+ * t1 (torch_now). */
 void torch_emit(int64_t step, int64_t seq, const char *name, const char *stage,
-    double duration);
+    double t0, double t1);
 /* The step now. */
 int64_t torch_step(void);
 /* At every outermost module call m: runs on_root, and before any

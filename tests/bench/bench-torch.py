@@ -6,7 +6,12 @@ printed next to the numbers).
 
 The agent is loaded into this process (as PROBING=1 would) and switched
 with `probing config`, so "off" is the agent loaded with
-probing.torch.enabled=false: every torch hook removed.
+probing.torch.enabled=false: every torch hook removed. Side by side: the
+floor (the same global forward hooks as C functions that return at once:
+what torch's hook dispatch costs whoever hooks), the floor with a
+do-nothing pre-hook on each module output's grad_fn (torch's cost of the
+node hooks that time backward), the same tracing as plain Python hooks and
+torch.profiler.
 
 usage: bench-torch.py [--repeats N] [--steps N] [--quick]
 """
@@ -40,7 +45,7 @@ if core is None or core.socket() is None:
     sys.exit("bench-torch: the agent did not load (run make first)")
 
 import torch  # noqa: E402
-from torch_steps import PyTracer, build  # noqa: E402
+from torch_steps import FloorHooks, PyTracer, build  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -123,32 +128,44 @@ def calls_per_step(model):
     return sum(1 for _ in model.modules())
 
 
+def block(model, opt, x, y, mode):
+    """One block of args.steps steps in mode, after 3 steps to settle."""
+    if mode == "off":
+        return run_steps(model, opt, x, y, args.steps)
+    if mode.startswith("probing"):
+        config("probing.sample_rate=" + mode.split("@")[1])
+        config("probing.torch.enabled=true")
+        run_steps(model, opt, x, y, 3)
+        t = run_steps(model, opt, x, y, args.steps)
+        config("probing.torch.enabled=false")
+        return t
+    if mode == "python":
+        ctx = PyTracer(model)
+    elif mode.startswith("floor"):
+        ctx = FloorHooks(backward=mode == "floor-bw")
+    else:
+        from torch.profiler import ProfilerActivity, profile
+        ctx = profile(activities=[ProfilerActivity.CPU])
+    with ctx:
+        run_steps(model, opt, x, y, 3)
+        return run_steps(model, opt, x, y, args.steps)
+
+
 def measure(name, build, modes):
+    """Per mode: the 10th percentile of all steps, and the median over
+    blocks of each block's median step (blocks of all modes interleaved)."""
     model, x, y = build()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
     run_steps(model, opt, x, y, 10)  # warm up
     times = {m: [] for m in modes}
+    blocks = {m: [] for m in modes}
     for _ in range(args.repeats):
         for mode in modes:
-            if mode == "off":
-                times[mode] += run_steps(model, opt, x, y, args.steps)
-            elif mode.startswith("probing"):
-                config("probing.sample_rate=" + mode.split("@")[1])
-                config("probing.torch.enabled=true")
-                run_steps(model, opt, x, y, 3)
-                times[mode] += run_steps(model, opt, x, y, args.steps)
-                config("probing.torch.enabled=false")
-            elif mode == "python":
-                with PyTracer(model):
-                    run_steps(model, opt, x, y, 3)
-                    times[mode] += run_steps(model, opt, x, y, args.steps)
-            elif mode == "profiler":
-                from torch.profiler import ProfilerActivity, profile
-                with profile(activities=[ProfilerActivity.CPU]):
-                    run_steps(model, opt, x, y, 3)
-                    times[mode] += run_steps(model, opt, x, y, args.steps)
+            t = block(model, opt, x, y, mode)
+            times[mode] += t
+            blocks[mode].append(statistics.median(t))
     return ({m: low(v) for m, v in times.items()},
-            {m: statistics.median(v) for m, v in times.items()}, calls_per_step(model))
+            {m: statistics.median(v) for m, v in blocks.items()}, calls_per_step(model))
 
 
 TRACE_COLUMNS = ["step", "seq", "module", "stage", "allocated", "duration", "time",
@@ -157,42 +174,45 @@ TRACE_COLUMNS = ["step", "seq", "module", "stage", "allocated", "duration", "tim
 
 def main():
     print("bench-torch: torch %s, python %d.%d, %d repeats (modes interleaved) x %d "
-          "steps each; per-step CPU time of the training thread, 10th percentile "
-          "(median in brackets)\n" %
+          "steps each; per-step CPU time of the training thread: median over blocks "
+          "of each block's median (10th percentile of all steps in brackets)\n" %
           (torch.__version__, sys.version_info[0], sys.version_info[1],
            args.repeats, args.steps))
-    res, med, calls = measure("mlp", mlp, ["off", "probing@1.0", "probing@0.1", "python",
-                                           "profiler"])
-    tres, tmed, tcalls = measure("tiny", tiny, ["off", "probing@1.0", "python"])
-    base, tbase = res["off"], tres["off"]
-
-    def added_us(t, b, c):
-        return (t - b) / c * 1e6
-
-    rows = [
-        ("MLP (%d modules, width %d), no tracing" % (calls, MLP_WIDTH[0]), "%.2f (%.2f) ms" % (base * 1e3, med["off"] * 1e3), "1.000", ""),
-        ("MLP, probing sample_rate 1.0", "%.2f (%.2f) ms" % (res["probing@1.0"] * 1e3, med["probing@1.0"] * 1e3),
-         "%.3f" % (res["probing@1.0"] / base), "<= 1.05"),
-        ("MLP, probing sample_rate 0.1", "%.2f (%.2f) ms" % (res["probing@0.1"] * 1e3, med["probing@0.1"] * 1e3),
-         "%.3f" % (res["probing@0.1"] / base), "<= 1.01"),
-        ("MLP, same tracing as Python hooks", "%.2f (%.2f) ms" % (res["python"] * 1e3, med["python"] * 1e3),
-         "%.3f" % (res["python"] / base), ""),
-        ("MLP, torch.profiler (reference)", "%.2f (%.2f) ms" % (res["profiler"] * 1e3, med["profiler"] * 1e3),
-         "%.3f" % (res["profiler"] / base), ""),
-        ("tiny modules (%d), no tracing" % tcalls, "%.2f (%.2f) ms" % (tbase * 1e3, tmed["off"] * 1e3), "1.000", ""),
-        ("tiny modules, probing sample_rate 1.0", "%.2f (%.2f) ms" % (tres["probing@1.0"] * 1e3, tmed["probing@1.0"] * 1e3),
-         "%.3f" % (tres["probing@1.0"] / tbase), "<= 1.30"),
-        ("tiny modules, Python hooks", "%.2f (%.2f) ms" % (tres["python"] * 1e3, tmed["python"] * 1e3),
-         "%.3f" % (tres["python"] / tbase), ""),
-    ]
-    pa, py = added_us(res["probing@1.0"], base, calls), added_us(res["python"], base, calls)
-    tpa, tpy = added_us(tres["probing@1.0"], tbase, tcalls), added_us(tres["python"], tbase, tcalls)
-    rows += [
-        ("added per module call, MLP: probing / Python", "%.2f / %.2f us" % (pa, py),
-         "%.2f" % (pa / py if py > 0 else float("nan")), "<= 0.50"),
-        ("added per module call, tiny: probing / Python", "%.2f / %.2f us" % (tpa, tpy),
-         "%.2f" % (tpa / tpy if tpy > 0 else float("nan")), "<= 0.50"),
-    ]
+    mlp_modes = ["off", "floor", "floor-bw", "probing@1.0", "probing@0.1", "python",
+                 "profiler"]
+    low_, med, calls = measure("mlp", mlp, mlp_modes)
+    tlow, tmed, tcalls = measure("tiny", tiny, ["off", "floor", "floor-bw", "probing@1.0",
+                                                "python"])
+    labels = {"off": "no tracing", "floor": "floor: C forward hooks that do nothing",
+              "floor-bw": "floor + a do-nothing hook on each output's grad_fn",
+              "probing@1.0": "probing sample_rate 1.0", "probing@0.1": "probing sample_rate 0.1",
+              "python": "same tracing as Python hooks", "profiler": "torch.profiler (reference)"}
+    targets = {("mlp", "probing@1.0"): "<= 1.05", ("mlp", "probing@0.1"): "<= 1.01",
+               ("tiny", "probing@1.0"): "<= 1.30"}
+    rows = []
+    for kind, lo, me, n, modes in (("mlp", low_, med, calls, mlp_modes),
+                                   ("tiny", tlow, tmed, tcalls,
+                                    ["off", "floor", "floor-bw", "probing@1.0", "python"])):
+        title = ("MLP (%d modules, width %d)" % (n, MLP_WIDTH[0]) if kind == "mlp"
+                 else "tiny modules (%d)" % n)
+        for m in modes:
+            rows.append(("%s, %s" % (title if m == "off" else kind if kind == "tiny" else "MLP",
+                                     labels[m]),
+                         "%.2f (%.2f) ms" % (me[m] * 1e3, lo[m] * 1e3),
+                         "%.3f" % (me[m] / me["off"]), targets.get((kind, m), "")))
+    for kind, me, n in (("MLP", med, calls), ("tiny", tmed, tcalls)):
+        def added(m):
+            return (me[m] - me["off"]) / n * 1e6
+        fl, fb, pa, py = added("floor"), added("floor-bw"), added("probing@1.0"), added("python")
+        rows += [
+            ("added per module call, %s: probing / floor" % kind, "%.2f / %.2f us" % (pa, fl),
+             "%.2f" % (pa / fl if fl > 0 else float("nan")), "<= 1.2"),
+            ("added per module call, %s: probing / floor with grad_fn hooks" % kind,
+             "%.2f / %.2f us" % (pa, fb), "%.2f" % (pa / fb if fb > 0 else float("nan")),
+             "<= 1.2"),
+            ("added per module call, %s: probing / Python" % kind, "%.2f / %.2f us" % (pa, py),
+             "%.2f" % (pa / py if py > 0 else float("nan")), "<= 0.50"),
+        ]
     # The ring: one fixed-size record per row (struct torch_trace_rec: the
     # id and each column, 8 bytes apiece), calloc'd at buffer_size rows.
     rec = 8 * (1 + len(TRACE_COLUMNS))
