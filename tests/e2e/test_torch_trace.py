@@ -47,7 +47,7 @@ def last_step(p):
 def train(spawn, *argv, env=None, probing_mode="1"):
     p = spawn(None, probing=probing_mode, env=env, wait=False,
               argv=[PY, TRAIN] + [str(a) for a in argv])
-    p.wait_out("ready")
+    p.wait_out("ready", timeout=120)
     return p
 
 
