@@ -2,7 +2,8 @@
 disturb: each case runs tests/workloads/torch_steps.py under callgrind with
 instrumentation off until WARMUP steps are done, then counts exactly STEPS
 training steps (start-up, torch's import and the first steps excluded);
-instructions / STEPS is one step. Side by side: no tracing, the floor (the
+instructions / STEPS is one step. Only the training thread is counted
+(--separate-threads): the agent's threads answer whoever queries it. Side by side: no tracing, the floor (the
 same global forward hooks as C functions that return at once), the floor
 plus a do-nothing pre-hook on each module output's grad_fn (torch's cost of
 the node hooks that time backward), probing, and the same tracing as
@@ -12,6 +13,7 @@ usage: instr-torch.py [--steps N] [--warmup N] [--profile DIR]
   --profile DIR  keep the callgrind files there (callgrind_annotate them)
 """
 import argparse
+import glob
 import os
 import re
 import subprocess
@@ -53,16 +55,28 @@ def irefs(model, mode, rate):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROBING")}
     env["PROBING_LOG"] = out + ".log"
     r = subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                        "--callgrind-out-file=" + out, PY, LOOP, model, mode, rate,
-                        str(args.steps), str(args.warmup)],
+                        "--separate-threads=yes", "--callgrind-out-file=" + out, PY, LOOP,
+                        model, mode, rate, str(args.steps), str(args.warmup)],
                        capture_output=True, text=True, env=env)
     m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
-    for f in ([] if args.profile else [out]) + [out + ".log"]:
-        if os.path.exists(f):
-            os.unlink(f)
     if m is None or r.returncode != 0:
         sys.exit("valgrind failed: " + r.stderr[-2000:])
-    return int(m.group(1))
+    n = int(m.group(1))
+    # The main thread's own file (out-01) when callgrind split them.
+    files = sorted(glob.glob(out + "-*"))
+    main = [f for f in files if f.endswith("-01")]
+    if main:
+        with open(main[0]) as f:
+            t = re.search(r"^totals:\s*(\d+)", f.read(), re.M)
+        if t:
+            n = int(t.group(1))
+    if not args.profile:
+        for f in files + [out]:
+            if os.path.exists(f):
+                os.unlink(f)
+    if os.path.exists(out + ".log"):
+        os.unlink(out + ".log")
+    return n
 
 
 jobs = [(m, e, r) for _, m, e, r in MODES]
