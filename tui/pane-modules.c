@@ -1,5 +1,6 @@
 /* The Modules pane: python.torch_trace per module for the selected
- * process or for all of them, with a sparkline of recent step times. */
+ * process or for all of them, with a sparkline of recent step times and,
+ * on the screen, a bar per module as long as its share of the time. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "top.h"
 
 #define PANE_MODULES_NAME_W 44
+#define PANE_MODULES_BAR_W  30 /* a module with all the time fills it */
 
 /* Scroll position; owned by the pane. */
 struct pane_modules {
@@ -96,27 +98,14 @@ static void
 pane_modules_spark(struct top *top, const struct top_target *t, WINDOW *win,
     int y, int x, int w)
 {
-	static const char *const bars[] = { "\u2581", "\u2582", "\u2583",
-		"\u2584", "\u2585", "\u2586", "\u2587", "\u2588" };
-	static const char ascii[] = "_.-=+*#@";
-	double v[TOP_STEPS], lo = INFINITY, hi = 0;
-	int n, i, level;
+	double v[TOP_STEPS];
+	int n;
 
 	if (w <= 0)
 		return;
 	n = top_target_step_times(t, v, w < TOP_STEPS ? w : TOP_STEPS);
-	for (i = 0; i < n; i++) {
-		lo = fmin(lo, v[i]);
-		hi = fmax(hi, v[i]);
-	}
 	wattrset(win, ui_attr(UI_SPARK));
-	for (i = 0; i < n; i++) {
-		level = hi > lo ? (int)((v[i] - lo) / (hi - lo) * 7.999) : 3;
-		if (top->utf8)
-			mvwaddstr(win, y, x + i, bars[level]);
-		else
-			mvwaddch(win, y, x + i, (chtype)ascii[level]);
-	}
+	ui_spark(win, y, x, w, v, n, top->utf8);
 	wattrset(win, A_NORMAL);
 }
 
@@ -163,6 +152,9 @@ pane_modules_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	wattrset(win, ui_attr(UI_HEADER));
 	mvwhline(win, y + 3, 0, ' ', w);
 	ui_text(win, y + 3, 0, w, line);
+	x = (int)strlen(line) + 1;
+	if (w - x > PANE_MODULES_BAR_W)
+		ui_text(win, y + 3, x, w - x, "TIME SHARE");
 	wattrset(win, A_NORMAL);
 	h -= 4;
 	ui_list_fit(&pm->list, n, h);
@@ -174,6 +166,12 @@ pane_modules_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	for (row = 0, i = pm->list.first; i < n && row < h; i++, row++) {
 		pane_modules_line(&mods[i], compute, line, sizeof line);
 		ui_text(win, y + 4 + row, 0, w, line);
+		if (compute > 0 && w - x > PANE_MODULES_BAR_W) {
+			wattrset(win, ui_attr(UI_SPARK));
+			ui_bar(win, y + 4 + row, x, PANE_MODULES_BAR_W,
+			    (mods[i].fwd + mods[i].bwd) / compute, top->utf8);
+			wattrset(win, A_NORMAL);
+		}
 	}
 	free(mods);
 }

@@ -1,5 +1,6 @@
-/* The Processes pane: one row per target with its state, step times,
- * forward/backward/optimizer time, GPU memory and main-thread frame. Each
+/* The Processes pane: one row per target with its state, step times, a
+ * sparkline of the recent ones, forward/backward/optimizer time, GPU
+ * memory and main-thread frame. Each
  * column says how to show and how to sort a target; < and > move the sort
  * column, I inverts it. */
 #include <stddef.h>
@@ -15,7 +16,8 @@
  * how to order two targets by it (number; NULL: the duration at ms, or
  * the cell text). Numbers sort biggest first, unless small_first. color,
  * when set, colours the cell; sort_first marks the column sorted by at
- * first. */
+ * first; screen_only leaves it out of --batch. Cells are UTF-8, padded and
+ * cut by columns on the screen, not by bytes. */
 struct pane_processes_col {
 	const char *title;
 	int width;
@@ -26,6 +28,7 @@ struct pane_processes_col {
 	int small_first;
 	enum ui_color (*color)(const struct top_target *);
 	int sort_first;
+	int screen_only;
 };
 
 /* The duration at offset ms of t. */
@@ -128,6 +131,49 @@ pane_processes_mb(const struct top_target *t, char *buf, size_t len)
 		snprintf(buf, len, "-");
 }
 
+#define PANE_PROCESSES_SPARK_W   10 /* cells of the step-time sparkline */
+#define PANE_PROCESSES_SPARK_PER 6  /* steps per cell: 60 steps in all */
+
+/* The recent step times of t, grouped per cell (the slowest of each
+ * group, so that a stall shows); how many cells. */
+static int
+pane_processes_spark_values(const struct top_target *t, double *cells)
+{
+	double v[TOP_STEPS];
+	int n = top_target_step_times(t, v, TOP_STEPS);
+
+	return ui_spark_buckets(
+	    v, n, PANE_PROCESSES_SPARK_PER, cells, PANE_PROCESSES_SPARK_W);
+}
+
+/* The slowest of the steps the sparkline shows, for sorting. */
+static double
+pane_processes_spark_n(const struct top_target *t)
+{
+	double cells[PANE_PROCESSES_SPARK_W];
+
+	return ui_chart_max(cells, pane_processes_spark_values(t, cells));
+}
+
+static void
+pane_processes_spark(const struct top_target *t, char *buf, size_t len)
+{
+	double cells[PANE_PROCESSES_SPARK_W];
+	int n = pane_processes_spark_values(t, cells);
+
+	if (n == 0)
+		snprintf(buf, len, "-");
+	else
+		ui_spark_text(buf, len, cells, n, t->top->utf8);
+}
+
+static enum ui_color
+pane_processes_spark_color(const struct top_target *t)
+{
+	(void)t;
+	return UI_SPARK;
+}
+
 /* The main thread's frame, or why there is none. */
 static void
 pane_processes_frame(const struct top_target *t, char *buf, size_t len)
@@ -162,7 +208,7 @@ pane_processes_color(const struct top_target *t)
 
 #define PANE_PROCESSES_MS(name, field)                   \
 	{                                                \
-		.title = name, .width = 8, .right = 1,   \
+		.title = name, .width = 7, .right = 1,   \
 		.ms = offsetof(struct top_target, field) \
 	}
 static const struct pane_processes_col pane_processes_cols[] = {
@@ -170,7 +216,7 @@ static const struct pane_processes_col pane_processes_cols[] = {
 	    .width = 21,
 	    .cell = pane_processes_endpoint },
 	{ .title = "RANK",
-	    .width = 5,
+	    .width = 4,
 	    .right = 1,
 	    .cell = pane_processes_rank,
 	    .number = pane_processes_rank_n,
@@ -190,11 +236,17 @@ static const struct pane_processes_col pane_processes_cols[] = {
 	    .number = pane_processes_step_n },
 	PANE_PROCESSES_MS("LAST ms", last_ms),
 	PANE_PROCESSES_MS("MED ms", median_ms),
+	{ .title = "LAST 60",
+	    .width = PANE_PROCESSES_SPARK_W,
+	    .cell = pane_processes_spark,
+	    .number = pane_processes_spark_n,
+	    .color = pane_processes_spark_color,
+	    .screen_only = 1 },
 	PANE_PROCESSES_MS("FWD ms", fwd_ms),
 	PANE_PROCESSES_MS("BWD ms", bwd_ms),
 	PANE_PROCESSES_MS("OPT ms", opt_ms),
 	{ .title = "GPU MB",
-	    .width = 8,
+	    .width = 7,
 	    .right = 1,
 	    .cell = pane_processes_mb,
 	    .number = pane_processes_mb_n },
@@ -266,59 +318,86 @@ pane_processes_sort(struct top *top, int col, int rev)
 		    sizeof *top->targets, pane_processes_cmp, &o);
 }
 
-/* Appends column c's cell (text s) to buf at *off. */
+/* Appends n bytes of s and pad spaces to buf at *off. */
+static void
+pane_processes_put(
+    char *buf, size_t len, size_t *off, const char *s, size_t n, int pad)
+{
+	while (n > 0 && *off < len - 1) {
+		buf[(*off)++] = *s++;
+		n--;
+	}
+	while (pad-- > 0 && *off < len - 1)
+		buf[(*off)++] = ' ';
+	buf[*off] = '\0';
+}
+
+/* Appends column c's cell (text s) to buf at *off, cut and padded to the
+ * column's width in screen columns; x is the cell's first screen column,
+ * w the line's width. */
 static void
 pane_processes_cell(
-    char *buf, size_t len, size_t *off, int c, const char *s, int w)
+    char *buf, size_t len, size_t *off, int c, const char *s, int x, int w)
 {
-	int cw = pane_processes_cols[c].width, n, last;
-	char cut[256];
+	int cw = pane_processes_cols[c].width, cols;
+	size_t n;
 
-	if (*off >= len - 1)
+	if (c == PANE_PROCESSES_NCOLS - 1) {
+		pane_processes_put(buf, len, off, s, strlen(s), 0);
 		return;
-	last = c == PANE_PROCESSES_NCOLS - 1;
+	}
 	if (cw == 0)
-		cw = w - (int)*off > 0 ? w - (int)*off : 0;
-	snprintf(cut, sizeof cut, "%s", s);
-	if ((int)strlen(cut) > cw && cw > 0 && !last)
-		cut[cw] = '\0';
-	if (pane_processes_cols[c].right)
-		n = snprintf(buf + *off, len - *off, "%*s ", cw, cut);
-	else if (last)
-		n = snprintf(buf + *off, len - *off, "%s", cut);
-	else
-		n = snprintf(buf + *off, len - *off, "%-*s ", cw, cut);
-	if (n > 0)
-		*off += (size_t)n < len - *off ? (size_t)n : len - *off - 1;
+		cw = w - x > 0 ? w - x : 0;
+	n = ui_fit(s, cw, &cols);
+	if (pane_processes_cols[c].right) {
+		pane_processes_put(buf, len, off, "", 0, cw - cols);
+		pane_processes_put(buf, len, off, s, n, 1);
+	} else
+		pane_processes_put(buf, len, off, s, n, cw - cols + 1);
+}
+
+/* Whether column c shows: on the screen, or also in --batch. */
+static int
+pane_processes_shows(int c, int screen)
+{
+	return screen || !pane_processes_cols[c].screen_only;
 }
 
 static void
-pane_processes_header(char *buf, size_t len, int w)
+pane_processes_header(char *buf, size_t len, int w, int screen)
 {
 	size_t off = 0;
-	int c;
-
-	buf[0] = '\0';
-	for (c = 0; c < PANE_PROCESSES_NCOLS; c++)
-		pane_processes_cell(
-		    buf, len, &off, c, pane_processes_cols[c].title, w);
-}
-
-static void
-pane_processes_line(const struct top_target *t, char *buf, size_t len, int w)
-{
-	char cell[256];
-	size_t off = 0;
-	int c;
+	int c, x = 0;
 
 	buf[0] = '\0';
 	for (c = 0; c < PANE_PROCESSES_NCOLS; c++) {
+		if (!pane_processes_shows(c, screen))
+			continue;
+		pane_processes_cell(
+		    buf, len, &off, c, pane_processes_cols[c].title, x, w);
+		x += pane_processes_cols[c].width + 1;
+	}
+}
+
+static void
+pane_processes_line(
+    const struct top_target *t, char *buf, size_t len, int w, int screen)
+{
+	char cell[256];
+	size_t off = 0;
+	int c, x = 0;
+
+	buf[0] = '\0';
+	for (c = 0; c < PANE_PROCESSES_NCOLS; c++) {
+		if (!pane_processes_shows(c, screen))
+			continue;
 		if (pane_processes_cols[c].cell != NULL)
 			pane_processes_cols[c].cell(t, cell, sizeof cell);
 		else
 			fmt_ms(cell, sizeof cell,
 			    pane_processes_ms(t, pane_processes_cols[c].ms));
-		pane_processes_cell(buf, len, &off, c, cell, w);
+		pane_processes_cell(buf, len, &off, c, cell, x, w);
+		x += pane_processes_cols[c].width + 1;
 	}
 }
 
@@ -366,7 +445,7 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	int i, c, row, sx, sw;
 
 	pane_processes_sort(top, pp->sort_col, pp->sort_rev);
-	pane_processes_header(line, sizeof line, w);
+	pane_processes_header(line, sizeof line, w, 1);
 	wattrset(win, ui_attr(UI_HEADER));
 	mvwhline(win, y, 0, ' ', w);
 	ui_text(win, y, 0, w, line);
@@ -390,7 +469,7 @@ pane_processes_draw(struct pane *p, WINDOW *win, int y, int h, int w)
 	for (row = 0, i = pp->list.first; i < top->ntargets && row < h - 1;
 	     i++, row++) {
 		t = top->targets[i];
-		pane_processes_line(t, line, sizeof line, w);
+		pane_processes_line(t, line, sizeof line, w, 1);
 		if (i == pp->list.sel) {
 			wattrset(win, ui_attr(UI_SELECTED));
 			mvwhline(win, y + 1 + row, 0, ' ', w);
@@ -438,8 +517,10 @@ pane_processes_key(struct pane *p, int key)
 	case '\r':
 	case '\n':
 	case KEY_ENTER:
-		top->current = TOP_PANE_MODULES;
-		top->all_modules = 0;
+		if (top->ntargets > 0) {
+			top->sel = top->targets[pp->list.sel];
+			top->detail = 1;
+		}
 		return 1;
 	default:
 		return 0;
@@ -473,10 +554,11 @@ pane_processes_print(struct top *top, FILE *f)
 		if (counts[i] > 0)
 			fprintf(f, " %d %s", counts[i], top_state_names[i]);
 	fputs("\n\n", f);
-	pane_processes_header(line, sizeof line, 1000);
+	pane_processes_header(line, sizeof line, 1000, 0);
 	fprintf(f, "%s\n", line);
 	for (i = 0; i < top->ntargets; i++) {
-		pane_processes_line(top->targets[i], line, sizeof line, 1000);
+		pane_processes_line(
+		    top->targets[i], line, sizeof line, 1000, 0);
 		fprintf(f, "%s\n", line);
 	}
 	fputc('\n', f);
@@ -485,7 +567,7 @@ pane_processes_print(struct top *top, FILE *f)
 const struct pane_type pane_processes_type = {
 	.name = "Processes",
 	.label = "Procs",
-	.hints = "Enter its modules  < > sort column  I invert  i inject "
+	.hints = "Enter its charts  < > sort column  I invert  i inject "
 		 "into a grey one",
 	.init = pane_processes_init,
 	.draw = pane_processes_draw,

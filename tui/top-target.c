@@ -151,6 +151,16 @@ top_target_step_times(const struct top_target *t, double *out, int max)
 	return n - skip;
 }
 
+int
+top_target_step_mbs(const struct top_target *t, double *out, int max)
+{
+	int i, skip = t->nsteps > max ? t->nsteps - max : 0;
+
+	for (i = skip; i < t->nsteps; i++)
+		out[i - skip] = top_target_step(t, i)->mb;
+	return t->nsteps - skip;
+}
+
 static int
 top_dcmp(const void *a, const void *b)
 {

@@ -75,12 +75,12 @@ struct top_target {
 	struct aclient *ac; /* NULL when unprobed */
 	char *command;
 	enum top_state state;
-	pid_t pid;   /* the process's own pid, once known */
-	int healthy; /* /identity answered once */
-	int rank;    /* in its job, -1 unknown */
+	pid_t pid;    /* the process's own pid, once known */
+	int healthy;  /* /identity answered once */
+	int rank;     /* in its job, -1 unknown */
 	double id_at; /* clock_ms() of the last /identity answer */
-	int busy;    /* a polling round is in flight */
-	int seen;    /* found by the last scan */
+	int busy;     /* a polling round is in flight */
+	int seen;     /* found by the last scan */
 	int64_t cursor;
 	int64_t bound; /* highest id of the round in flight */
 
@@ -162,6 +162,7 @@ struct top {
 	int color;
 	int utf8;
 	int all_modules; /* the Modules pane sums every target */
+	int detail;      /* the selected target's charts cover the pane */
 };
 
 /* top-target.c: one target's numbers; calls nothing above it. */
@@ -180,6 +181,9 @@ struct top_module *top_target_module(struct top_target *, const char *name);
 int64_t top_target_last_step(const struct top_target *);
 /* Recent step times in seconds, oldest first, at most max; how many. */
 int top_target_step_times(const struct top_target *, double *out, int max);
+/* Allocated memory (MB, the most seen in each step) of the recent steps,
+ * oldest first, at most max; how many. */
+int top_target_step_mbs(const struct top_target *, double *out, int max);
 /* True when pid is gone or a zombie. */
 int top_pid_gone(pid_t pid);
 /* Tells the owner the numbers changed (top->changed). */
@@ -242,6 +246,30 @@ void ui_chgat(WINDOW *, int y, int x, int n, int attr);
 void ui_text(WINDOW *, int y, int x, int w, const char *s);
 /* Bytes of s that fill at most w columns; *cols gets the columns used. */
 size_t ui_fit(const char *s, int w, int *cols);
+
+/* ui-chart.c: charts from block characters (ASCII when !utf8), scaled
+ * from zero to the largest value. */
+/* The largest of n values, 0 for none. */
+double ui_chart_max(const double *v, int n);
+/* The newest n values grouped per per, each group's largest in out
+ * (oldest first, at most max groups); how many. */
+int ui_spark_buckets(const double *v, int n, int per, double *out, int max);
+/* A sparkline of n values as UTF-8 (or ASCII) text, n columns wide. */
+void ui_spark_text(char *buf, size_t len, const double *v, int n, int utf8);
+/* A sparkline of the newest w of n values at (y, x). */
+void ui_spark(WINDOW *, int y, int x, int w, const double *v, int n, int utf8);
+/* A bar w cells long filled to frac (0..1) at (y, x). */
+void ui_bar(WINDOW *, int y, int x, int w, double frac, int utf8);
+/* Columns of the newest w of n values, h rows high, top left at (y, x). */
+void ui_chart(
+    WINDOW *, int y, int x, int h, int w, const double *v, int n, int utf8);
+
+/* ui-detail.c: the selected target's step time and memory over time, over
+ * the current pane (Enter in Processes); Esc, Enter or q closes it. */
+extern const char ui_detail_hints[];
+void ui_detail_draw(struct top *, WINDOW *, int y, int h, int w);
+/* Handles a key while the view is open; 1 if it used the key. */
+int ui_detail_key(struct top *, int key);
 
 /* ui-list.c: the scrolling and selection every pane shares (htop's
  * Panel_onKey): Up/Down (and k/j) by one, PgUp/PgDn by a page, Home/End to

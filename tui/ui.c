@@ -253,8 +253,9 @@ ui_keybar(struct top *top, int y, int w)
 	ui_keybar_bindings(y, &x, w, 1);
 	attrset(A_DIM);
 	if (x + 2 < w)
-		ui_text(
-		    stdscr, y, x + 1, w - x - 1, ui_panes[top->current]->hints);
+		ui_text(stdscr, y, x + 1, w - x - 1,
+		    top->detail ? ui_detail_hints
+				: ui_panes[top->current]->hints);
 	attrset(A_NORMAL);
 }
 
@@ -335,7 +336,10 @@ ui_draw(struct top *top)
 	ui_title(top, w);
 	ui_tabs(top, w);
 	p = &top->panes[top->current];
-	p->type->draw(p, stdscr, 2, h - 4, w);
+	if (top->detail)
+		ui_detail_draw(top, stdscr, 2, h - 4, w);
+	else
+		p->type->draw(p, stdscr, 2, h - 4, w);
 	attrset(A_NORMAL);
 	if (top->status[0] != '\0') {
 		attrset(top->status_err ? ui_attr(UI_ERROR) : (int)A_BOLD);
@@ -430,11 +434,16 @@ ui_key(struct top *top, int key)
 		ui_draw(top);
 		return;
 	}
+	if (top->detail && ui_detail_key(top, key)) {
+		ui_draw(top);
+		return;
+	}
 	if ((b = ui_binding_for_key(key, text)) != NULL)
 		b->fn(top);
-	else if ((to = ui_pane_for_key(key, text)) >= 0)
+	else if ((to = ui_pane_for_key(key, text)) >= 0) {
 		top->current = to;
-	else
+		top->detail = 0;
+	} else
 		p->type->key(p, key);
 	ui_draw(top);
 }

@@ -64,6 +64,13 @@ i=0
 while [ $i -lt 30 ]; do i=$((i + 1)); sleep 0.1; done
 shot top-1-processes
 
+# Enter: the selected process's charts (step time, allocated memory)
+tm send-keys -t 0 Enter
+waitfor "Allocated memory"
+shot top-1-charts
+tm send-keys -t 0 Escape
+waitfor "MAIN THREAD"
+
 tm send-keys -t 0 F3
 waitfor "Net.encoder.0"
 shot top-2-modules

@@ -451,3 +451,80 @@ def test_top_stacks_gil_holder_first_and_one_key_table(spawn, tmux, tmp_path):
     t.keys("x")
     t.keys("q")
     assert t.wait_exit() == 0
+
+
+BLOCKS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
+ASCII_SPARK = "_.-:=+*#"
+BARS = "\u258f\u258e\u258d\u258c\u258b\u258a\u2589\u2588"
+
+
+def spark_of(screen, pid):
+    """The LAST 60 cell of pid's row: the word after the MED ms column."""
+    m = re.search(r" (?:running|hung|idle) +\d+ +[\d.]+ +[\d.]+ +(\S+) ",
+                  row_of(screen, pid))
+    return m.group(1) if m else ""
+
+
+@needs_torch
+@pytest.mark.parametrize("lang", ["C.UTF-8", "C"])
+def test_top_charts_sparkline_bars_and_detail_view(spawn, tmux, lang):
+    utf8 = lang != "C"
+    chars = BLOCKS if utf8 else ASCII_SPARK
+    p = spawn("train_torch.py")
+    t = tmux(["env", "LANG=" + lang, "LC_ALL=" + lang, PROBING, "-t", str(p.pid), "top",
+              "--interval", "0.3"])
+
+    # the Processes row: a step-time sparkline of block characters (ASCII
+    # under LANG=C) that grows as steps come in
+    s = t.wait(lambda s: len(spark_of(s, p.pid)) >= 2, 40, "a sparkline in the row")
+    assert "LAST 60" in s
+    spark = spark_of(s, p.pid)
+    assert all(c in chars for c in spark), (spark, s)
+    if not utf8:
+        assert not any(c in BLOCKS for c in s), s
+    # the frame column still shows after it
+    assert "MAIN THREAD" in s
+
+    # Modules: a bar per module, the root (all the time) the longest
+    t.keys("F3")
+    s = t.wait(lambda s: "TIME SHARE" in s and
+               re.search(r"%\s+\d+\s+[" + (BARS if utf8 else "#") + "]+", s),
+               30, "module bars")
+    if not utf8:
+        assert not any(c in BLOCKS for c in s), s
+
+    # Enter on the process opens its charts: step time and memory
+    t.keys("F2")
+    t.wait(lambda s: row_of(s, p.pid) != "", 10, "the Processes pane")
+    for close in ("Escape", "Enter", "q"):
+        t.keys("Enter")
+        s = t.wait(lambda s: "Charts of %d" % p.pid in s and "Allocated memory" in s,
+                   10, "the detail view")
+        assert "Step time over the last" in s
+        lines = s.splitlines()
+        top = next(i for i, l in enumerate(lines) if l.startswith("Step time over"))
+        chart = "\n".join(lines[top + 1:top + 4])
+        assert any(c in chart for c in (BLOCKS if utf8 else ASCII_SPARK)), s
+        if not utf8:
+            assert not any(c in BLOCKS for c in s), s
+        t.keys(close)
+        s = t.wait(lambda s: "Charts of" not in s and row_of(s, p.pid) != "", 10,
+                   "the view closed by %s" % close)
+    # q closed the view, not the program; a second q quits
+    assert t.status() is None
+    t.keys("q")
+    assert t.wait_exit() == 0, t.screen()
+
+
+@needs_torch
+def test_top_batch_has_no_sparkline_column(spawn):
+    p = spawn("train_torch.py")
+
+    def ready():
+        r = probing("-t", p.pid, "top", "--batch")
+        return (r.returncode == 0 and state_of(r.stdout, p.pid) == "running" and r.stdout)
+    out = wait_for(ready, 30, "a running row in --batch", interval=0.2)
+    header = next(l for l in out.splitlines() if l.startswith("PID/ENDPOINT"))
+    assert header.split()[:12] == ["PID/ENDPOINT", "RANK", "COMMAND", "STATE", "STEP",
+                                   "LAST", "ms", "MED", "ms", "FWD", "ms", "BWD"]
+    assert "LAST 60" not in out and not any(c in BLOCKS for c in out)
