@@ -59,7 +59,7 @@ tm new-session -d -x $cols -y $rows -e LANG=C.UTF-8 -e TERM=tmux-256color \
     "tests/workloads/demo.sh --interval 0.5" || exit 1
 waitfor "2 targets: 2 running" 180
 # Let a few seconds of steps arrive so that every column has numbers.
-waitfor "(linear.py" 60
+waitfor "(linear." 60
 i=0
 while [ $i -lt 30 ]; do i=$((i + 1)); sleep 0.1; done
 shot top-1-processes
