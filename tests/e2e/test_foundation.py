@@ -166,7 +166,9 @@ def free_port():
 def test_tcp_port_stays_closed_without_a_token(spawn):
     port = free_port()
     p = spawn("idle.py", env={"PROBING_PORT": str(port)})
-    assert "not serving tcp port %d" % port in p.err() and "PROBING_AUTH_TOKEN" in p.err()
+    # the warning may follow the socket by a moment
+    wait_for(lambda: "not serving tcp port %d" % port in p.err(), 10, "the warning")
+    assert "PROBING_AUTH_TOKEN" in p.err()
     assert probing("-t", p.pid, "config", "probing.server.port").stdout == "0\n"
     r = probing("-t", p.pid, "config", "probing.server.port=%d" % port)
     assert r.returncode == 1 and r.stdout == ""
