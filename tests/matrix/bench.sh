@@ -25,7 +25,7 @@ for name in $ROOT_NAMES; do
 	trap - EXIT INT TERM
 	tail -2 "$out/bench-$name.log" | sed "s/^| /| $name | /; 1s/^| $name | python/| where | python/" >>"$out/bench.md"
 done
-(cd "$src" && PROBING_TEST_PYTHON=$src/.build/venv-torch213/bin/python python3 tests/bench/bench-matrix.py "$n") \
+(cd "$src" && PROBING_TEST_PYTHON=$ROOTS/venv-torch213/bin/python python3 tests/bench/bench-matrix.py "$n") \
 	>"$out/bench-host.log" 2>&1 || { tail -5 "$out/bench-host.log" >&2; die "bench on the host venv failed"; }
 tail -1 "$out/bench-host.log" | sed "s/^| /| host venv | /" >>"$out/bench.md"
 # one header

@@ -66,14 +66,16 @@ run_root() {
 	trap - EXIT INT TERM
 }
 
-# The host's python3 in a venv that sees the system's packages (pytest,
+# The host's Debian python3 in a venv that sees the system's packages (pytest,
 # the user site the tests install into) with torch 2.13 from PyPI on top.
 run_host() {
-	venv=$src/.build/venv-torch213
+	# Outside the repository, beside the roots: a test hides the
+	# repository from its target, whose python this is.
+	venv=$ROOTS/venv-torch213
 	t0=$(date +%s)
 	if ! "$venv/bin/python" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13"))' 2>/dev/null; then
 		rm -rf "$venv"
-		python3 -m venv --system-site-packages "$venv"
+		/usr/bin/python3 -m venv --system-site-packages "$venv"
 		"$venv/bin/pip" install -q torch==2.13.0 >"$out/venv.log" 2>&1 ||
 			{ tail -20 "$out/venv.log" >&2; die "pip install torch==2.13.0 failed (log: $out/venv.log)"; }
 	fi
