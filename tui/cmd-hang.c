@@ -300,10 +300,15 @@ cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r, double min_wait)
 	coll = cmd_hang_collective(r, ctx->ntargets);
 	for (i = 0; i < ctx->ntargets; i++) {
 		if (r[i].s[1].cause != NULL || r[i].s[1].info == NULL) {
-			json_array_append_new(gone,
-			    json_pack("{s:s, s:s}", "target",
-				ctx->targets[i].name, "error",
-				r[i].s[1].cause ?: "no answer"));
+			w = json_pack("{s:s, s:s}", "target",
+			    ctx->targets[i].name, "error",
+			    r[i].s[1].cause ?: "no answer");
+			/* its rank, when the job's store or identity named it */
+			if (ctx->target_ranks != NULL &&
+			    ctx->target_ranks[i] >= 0)
+				json_object_set_new(w, "rank",
+				    json_integer(ctx->target_ranks[i]));
+			json_array_append_new(gone, w);
 			continue;
 		}
 		answered++;
@@ -326,7 +331,9 @@ cmd_hang_diagnose(struct cmd_ctx *ctx, struct cmd_hang_rank *r, double min_wait)
 	missing = json_array();
 	for (k = 0; k < world && k < 1 << 20; k++) {
 		for (have = 0, i = 0; i < ctx->ntargets; i++)
-			have |= r[i].s[1].info != NULL && r[i].rank == k;
+			have |= (r[i].s[1].info != NULL && r[i].rank == k) ||
+			    (ctx->target_ranks != NULL &&
+				ctx->target_ranks[i] == k);
 		if (!have)
 			json_array_append_new(missing, json_integer(k));
 	}
@@ -442,8 +449,17 @@ cmd_hang_print(FILE *f, json_t *d)
 			: "not stepping");
 	}
 	json_array_foreach(json_object_get(d, "no_answer"), i, w)
-	    fprintf(f, "  %s did not answer: %s\n", cmd_hang_str(w, "target"),
-		cmd_hang_str(w, "error"));
+	{
+		if (json_is_integer(json_object_get(w, "rank")))
+			fprintf(f, "  rank %d (%s) did not answer: %s\n",
+			    (int)json_integer_value(json_object_get(w, "rank")),
+			    cmd_hang_str(w, "target"),
+			    cmd_hang_str(w, "error"));
+		else
+			fprintf(f, "  %s did not answer: %s\n",
+			    cmd_hang_str(w, "target"),
+			    cmd_hang_str(w, "error"));
+	}
 	if (json_array_size(json_object_get(d, "not_found")) > 0) {
 		stack_merge_ranges(
 		    json_object_get(d, "not_found"), ranks, sizeof ranks);

@@ -55,6 +55,13 @@ def test_job_target_with_a_stopped_rank(userbase):
         assert r.returncode == 1
         assert [x["rank"] for x in json.loads(r.stdout)] == [0, 1, 3]
         assert re.search(r"probing: rank 2 \(%d\): " % pids[2], r.stderr), r.stderr
+        # hang names it by rank and pid too, as not answering (not as not found)
+        r = probing("--timeout", "1", "-t", "job:%d" % pids[0], "hang", "-f", "json")
+        d = json.loads(r.stdout)
+        assert [(x["rank"], x["target"]) for x in d["no_answer"]] == [(2, str(pids[2]))], d
+        assert d["not_found"] == []
+        r = probing("--timeout", "1", "-t", "job:%d" % pids[0], "hang")
+        assert "rank 2 (%d) did not answer" % pids[2] in r.stdout, r.stdout
         os.kill(pids[2], signal.SIGCONT)
         # it answers again, and was left running
         r = probing("-t", "job:%d" % pids[0], "query", "-f", "json",
