@@ -103,28 +103,24 @@ cmd_backtrace_merge(json_t *result, json_t *threads, int fmt, int native_all)
 	json_decref(labels);
 }
 
+static const struct option cmd_backtrace_longopts[] = {
+	{ "thread", required_argument, NULL, 'T' },
+	{ "format", required_argument, NULL, 'f' },
+	{ "merge", no_argument, NULL, 'm' },
+	{ "native", required_argument, NULL, 'n' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int
 cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "thread", required_argument, NULL, 'T' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "target", required_argument, NULL, 't' },
-		{ "merge", no_argument, NULL, 'm' },
-		{ "native", required_argument, NULL, 'n' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, fmt = BT_FMT_TEXT, failed, rc, merge = 0, native_all = 0;
+	int c, fmt = BT_FMT_TEXT, failed, merge = 0, native_all = 0;
 	long tid = 0;
 	char *sql, *end;
 	json_t *result, *threads;
 
-	while (
-	    (c = getopt_long(argc, argv, "+:t:f:T:", longopts, NULL)) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
 		switch (c) {
-		case 't':
-			ctx->target_text = optarg;
-			break;
 		case 'f':
 			fmt = cmd_parse_format(
 			    ctx->entry, optarg, cmd_backtrace_fmts);
@@ -149,18 +145,12 @@ cmd_backtrace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 				    optarg);
 			native_all = strcmp(optarg, "all") == 0;
 			break;
-		case ':':
-			return cmd_usage(ctx->entry, "option %s needs a value",
-			    argv[optind - 1]);
 		default:
-			return cmd_usage(
-			    ctx->entry, "unknown option %s", argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	if (tid != 0)
 		xasprintf(&sql, "%s WHERE thread_id = %ld",
 		    merge ? stack_merge_sql : stack_sql, tid);
@@ -223,6 +213,8 @@ const struct cmd_entry cmd_backtrace_entry = {
 	    "(no signals);\n"
 	    "probing.backtrace.native=false turns that off.\n",
 	.more = cmd_backtrace_more,
-	.needs_target = 1,
+	.opts = "f:T:",
+	.longopts = cmd_backtrace_longopts,
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_backtrace_exec,
 };

@@ -251,7 +251,7 @@ cmd_completion_bash(FILE *f)
 		for (j = 0; j < n; j++)
 			fprintf(f, "%s ", opts[j].name);
 		fprintf(f, "%s' -- \"$cur\"))\n        return\n      fi\n",
-		    e->needs_target ? "-t" : "");
+		    e->target != CMD_TARGET_NONE ? "-t" : "");
 		w = cmd_completion_words_of(e);
 		if (w == CMD_COMPLETION_TABLES)
 			fputs("      [[ $cur == *\" \"* ]] && pre=\"${cur% *} "
@@ -359,7 +359,7 @@ cmd_completion_zsh(FILE *f)
 		for (j = 0; j < n; j++)
 			fprintf(f, "%s ", opts[j].name);
 		fprintf(f, "%s\n        return\n      fi\n",
-		    e->needs_target ? "-t" : "");
+		    e->target != CMD_TARGET_NONE ? "-t" : "");
 		w = cmd_completion_words_of(e);
 		if (w == CMD_COMPLETION_TABLES)
 			fputs("      compset -P '* '\n"

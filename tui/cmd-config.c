@@ -8,64 +8,75 @@
 #include "proto.h"
 #include "tui.h"
 
-/* Prints every key as a table (several targets: a target column). */
+/* Adds one target's keys to the table being made (several targets: a
+ * first column names the target). */
+static int
+cmd_config_rows(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	json_t **all = arg, *result, *k;
+	size_t j;
+
+	result = json_pack("{s:[s,s,s,s], s:[]}", "columns", "key", "value",
+	    "default", "description", "rows");
+	json_array_foreach(json_object_get(r, "keys"), j, k)
+	{
+		json_array_append_new(json_object_get(result, "rows"),
+		    json_pack("[O,O,O,O]", json_object_get(k, "key"),
+			json_object_get(k, "value"),
+			json_object_get(k, "default"),
+			json_object_get(k, "help")));
+	}
+	if (ctx->ntargets == 1)
+		*all = json_incref(result);
+	else
+		fmt_merge_target(all, result, ep->name);
+	json_decref(result);
+	return 0;
+}
+
+/* Prints every key as a table. */
 static int
 cmd_config_list(struct cmd_ctx *ctx, int fmt)
 {
-	json_t *all = json_pack("{s:[], s:[]}", "columns", "rows"), *r, *k;
-	json_t *cols;
-	char *cause = NULL;
-	int i, status, failed = 0, answered = 0;
-	size_t j;
+	json_t *all = NULL;
+	int failed;
 
-	if (ctx->ntargets > 1)
-		json_array_append_new(
-		    json_object_get(all, "columns"), json_string("target"));
-	cols = json_pack("[s,s,s,s]", "key", "value", "default", "description");
-	json_array_extend(json_object_get(all, "columns"), cols);
-	json_decref(cols);
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "GET",
-			PROTO_CONFIG, NULL, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0) {
-			failed = cmd_fail(cause);
-			free(cause);
-			cause = NULL;
-			continue;
-		}
-		answered++;
-		json_array_foreach(json_object_get(r, "keys"), j, k)
-		{
-			json_t *row =
-			    json_pack("[O,O,O,O]", json_object_get(k, "key"),
-				json_object_get(k, "value"),
-				json_object_get(k, "default"),
-				json_object_get(k, "help"));
-
-			if (ctx->ntargets > 1)
-				json_array_insert_new(
-				    row, 0, json_string(ctx->targets[i].name));
-			json_array_append_new(
-			    json_object_get(all, "rows"), row);
-		}
-		json_decref(r);
-	}
+	failed = cmd_each_target(ctx, CMD_EACH_FANOUT, "GET", PROTO_CONFIG,
+	    NULL, cmd_config_rows, &all);
 	/* Nothing on stdout when no target answered. */
-	if (answered > 0)
+	if (all != NULL)
 		fmt_print(stdout, (enum fmt_kind)fmt, all);
 	json_decref(all);
-	return failed;
+	return failed ? 1 : 0;
 }
 
-/* Prints one key's bare value (prefixed by the target when several). */
+/* Prints the value of the key named arg (prefixed by the target when
+ * several). */
+static int
+cmd_config_value(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	const char *key = arg;
+	json_t *k;
+	size_t j;
+
+	json_array_foreach(json_object_get(r, "keys"), j, k)
+	{
+		if (strcmp(json_string_value(json_object_get(k, "key")), key) !=
+		    0)
+			continue;
+		if (ctx->ntargets > 1)
+			printf("%s\t", ep->name);
+		printf("%s\n", json_string_value(json_object_get(k, "value")));
+	}
+	return 0;
+}
+
+/* Prints one key's bare value. */
 static int
 cmd_config_get(struct cmd_ctx *ctx, const char *key)
 {
-	json_t *r, *k;
-	char *cause = NULL;
-	int i, status, failed = 0;
-	size_t j;
-
 	if (config_key_find(key) == NULL) {
 		fprintf(stderr,
 		    "probing: unknown config key '%s' (see: probing "
@@ -73,28 +84,8 @@ cmd_config_get(struct cmd_ctx *ctx, const char *key)
 		    key);
 		return 1;
 	}
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "GET",
-			PROTO_CONFIG, NULL, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0) {
-			failed = cmd_fail(cause);
-			free(cause);
-			cause = NULL;
-			continue;
-		}
-		json_array_foreach(json_object_get(r, "keys"), j, k)
-		{
-			if (strcmp(json_string_value(json_object_get(k, "key")),
-				key) != 0)
-				continue;
-			if (ctx->ntargets > 1)
-				printf("%s\t", ctx->targets[i].name);
-			printf("%s\n",
-			    json_string_value(json_object_get(k, "value")));
-		}
-		json_decref(r);
-	}
-	return failed;
+	return cmd_each_target(ctx, CMD_EACH_FANOUT, "GET", PROTO_CONFIG, NULL,
+		   cmd_config_value, (void *)key) != 0;
 }
 
 /* Validates here first (same table as the agent), then applies it. */
@@ -103,9 +94,9 @@ cmd_config_set(struct cmd_ctx *ctx, char *arg)
 {
 	char *eq = strchr(arg, '='), *cause = NULL;
 	const struct config_key *k;
-	json_t *body, *r;
+	json_t *body;
 	double v;
-	int i, status, failed = 0;
+	int failed;
 
 	*eq = '\0';
 	k = config_key_find(arg);
@@ -122,32 +113,21 @@ cmd_config_set(struct cmd_ctx *ctx, char *arg)
 		return 1;
 	}
 	body = json_pack("{s:s, s:s}", "key", arg, "value", eq + 1);
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "POST",
-			PROTO_CONFIG, body, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0) {
-			failed = cmd_fail(cause);
-			free(cause);
-			cause = NULL;
-			continue;
-		}
-		json_decref(r);
-	}
+	failed = cmd_each_target(
+	    ctx, CMD_EACH_FANOUT, "POST", PROTO_CONFIG, body, NULL, NULL);
 	json_decref(body);
-	return failed;
+	return failed ? 1 : 0;
 }
 
 static int
 cmd_config_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	int rc, fmt = FMT_TABLE;
+	int fmt = FMT_TABLE;
 
 	if (cmd_getopt_format(ctx, argc, argv, &fmt) != 0)
 		return EXIT_USAGE;
 	if (argc - optind > 1)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	if (optind == argc)
 		return cmd_config_list(ctx, fmt);
 	if (strchr(argv[optind], '=') != NULL)
@@ -186,6 +166,7 @@ const struct cmd_entry cmd_config_entry = {
 	.args = "[-f table|json|csv] [KEY | KEY=VALUE]",
 	.help = "list the settings, print one, or change one live",
 	.more = cmd_config_more,
-	.needs_target = 1,
+	.opts = "f:",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_config_exec,
 };

@@ -11,59 +11,51 @@
 #include "proto.h"
 #include "tui.h"
 
+/* Prints one target's output (its traceback, or that it was stopped, on
+ * stderr); 1 if it raised or was stopped. */
+static int
+cmd_eval_print(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	const char *out = json_string_value(json_object_get(r, "output"));
+	const char *err = json_string_value(json_object_get(r, "error"));
+	json_t *after = json_object_get(r, "interrupted_after");
+
+	(void)arg;
+	if (ctx->ntargets > 1)
+		printf("== %s ==\n", ep->name);
+	if (out != NULL)
+		fputs(out, stdout);
+	fflush(stdout);
+	if (json_is_number(after)) {
+		fprintf(stderr, "probing: interrupted after %.1f s\n",
+		    json_number_value(after));
+		return 1;
+	}
+	if (err != NULL)
+		fputs(err, stderr);
+	return err != NULL;
+}
+
 static int
 cmd_eval_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	json_t *body, *r, *after;
-	const char *out, *err;
-	char *cause = NULL;
-	int i, rc, status, failed = 0;
+	json_t *body;
+	int failed;
 
-	if (cmd_getopt(ctx, argc, argv, "") != -1)
+	if (cmd_getopt(ctx, argc, argv) != -1)
 		return EXIT_USAGE;
 	if (optind + 1 != argc)
 		return cmd_usage(ctx->entry,
 		    optind >= argc
 			? "no code given"
 			: "give the code as one argument (quote it)");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	body = json_pack("{s:s}", "code", argv[optind]);
 	client_catch_sigint();
-	for (i = 0; i < ctx->ntargets && !client_interrupted; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "POST",
-			PROTO_EVAL, body, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0) {
-			if (ctx->ntargets > 1)
-				fprintf(stderr, "probing: %s: %s\n",
-				    ctx->targets[i].name, cause_str(cause));
-			else
-				cmd_fail(cause);
-			free(cause);
-			cause = NULL;
-			failed = 1;
-			continue;
-		}
-		if (ctx->ntargets > 1)
-			printf("== %s ==\n", ctx->targets[i].name);
-		out = json_string_value(json_object_get(r, "output"));
-		err = json_string_value(json_object_get(r, "error"));
-		after = json_object_get(r, "interrupted_after");
-		if (out != NULL)
-			fputs(out, stdout);
-		fflush(stdout);
-		if (json_is_number(after)) {
-			fprintf(stderr, "probing: interrupted after %.1f s\n",
-			    json_number_value(after));
-			failed = 1;
-		} else if (err != NULL) {
-			fputs(err, stderr);
-			failed = 1;
-		}
-		json_decref(r);
-	}
+	failed = cmd_each_target(
+	    ctx, 0, "POST", PROTO_EVAL, body, cmd_eval_print, NULL);
 	json_decref(body);
-	return failed;
+	return failed ? 1 : 0;
 }
 
 const struct cmd_entry cmd_eval_entry = {
@@ -77,6 +69,7 @@ const struct cmd_entry cmd_eval_entry = {
 	    "the code is stopped (KeyboardInterrupt at its next bytecode) "
 	    "after --timeout or on Ctrl-C; one inside a C call that does "
 	    "not return is listed by: probing evals\n",
-	.needs_target = 1,
+	.opts = "",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_eval_exec,
 };

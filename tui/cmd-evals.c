@@ -42,24 +42,35 @@ cmd_evals_cancel(struct cmd_ctx *ctx, long id)
 	return 0;
 }
 
+/* Adds one target's evals to the table being made. */
+static int
+cmd_evals_rows(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	json_t **merged = arg;
+
+	if (ctx->ntargets == 1)
+		*merged = json_incref(r);
+	else
+		fmt_merge_target(merged, r, ep->name);
+	return 0;
+}
+
+static const struct option cmd_evals_longopts[] = {
+	{ "cancel", required_argument, NULL, 'c' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int
 cmd_evals_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "cancel", required_argument, NULL, 'c' },
-		{ "target", required_argument, NULL, 't' },
-		{ NULL, 0, NULL, 0 },
-	};
-	json_t *merged = NULL, *r;
-	char *cause = NULL, *end;
+	json_t *merged = NULL;
+	char *end;
 	long cancel = 0;
-	int c, i, rc, status, failed = 0, fmt = FMT_TABLE;
+	int c, failed, fmt = FMT_TABLE;
 
-	while (
-	    (c = getopt_long(argc, argv, "+:t:f:c:", longopts, NULL)) != -1) {
-		if (c == 't')
-			ctx->target_text = optarg;
-		else if (c == 'f') {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
+		if (c == 'f') {
 			fmt = cmd_parse_format(ctx->entry, optarg, fmt_names);
 			if (fmt < 0)
 				return EXIT_USAGE;
@@ -69,43 +80,23 @@ cmd_evals_exec(struct cmd_ctx *ctx, int argc, char **argv)
 				return cmd_usage(
 				    ctx->entry, "invalid eval id '%s'", optarg);
 		} else
-			return cmd_usage(ctx->entry, "unknown option '%s'",
-			    argv[optind - 1]);
+			return EXIT_USAGE;
 	}
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	if (cancel != 0) {
 		if (ctx->ntargets != 1)
 			return cmd_usage(
 			    ctx->entry, "--cancel needs exactly one target");
 		return cmd_evals_cancel(ctx, cancel);
 	}
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "GET",
-			PROTO_EVALS, NULL, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0) {
-			fprintf(stderr, "probing: %s%s%s\n",
-			    ctx->ntargets > 1 ? ctx->targets[i].name : "",
-			    ctx->ntargets > 1 ? ": " : "", cause_str(cause));
-			free(cause);
-			cause = NULL;
-			failed = 1;
-			continue;
-		}
-		if (ctx->ntargets == 1) {
-			merged = r;
-			break;
-		}
-		fmt_merge_target(&merged, r, ctx->targets[i].name);
-		json_decref(r);
-	}
+	failed = cmd_each_target(ctx, CMD_EACH_FANOUT, "GET", PROTO_EVALS, NULL,
+	    cmd_evals_rows, &merged);
 	if (merged != NULL) {
 		fmt_print(stdout, (enum fmt_kind)fmt, merged);
 		json_decref(merged);
 	}
-	return failed;
+	return failed ? 1 : 0;
 }
 
 const struct cmd_entry cmd_evals_entry = {
@@ -118,6 +109,8 @@ const struct cmd_entry cmd_evals_entry = {
 		  "returns)\n"
 		  "state: waiting for the GIL, running, or interrupted, inside "
 		  "a call that has not returned\n",
-	.needs_target = 1,
+	.opts = "f:c:",
+	.longopts = cmd_evals_longopts,
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_evals_exec,
 };

@@ -470,15 +470,16 @@ cmd_hang_print(FILE *f, json_t *d)
 	}
 }
 
+static const struct option cmd_hang_longopts[] = {
+	{ "interval", required_argument, NULL, 'i' },
+	{ "min-wait", required_argument, NULL, 'w' },
+	{ "format", required_argument, NULL, 'f' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int
 cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "interval", required_argument, NULL, 'i' },
-		{ "min-wait", required_argument, NULL, 'w' },
-		{ "format", required_argument, NULL, 'f' },
-		{ NULL, 0, NULL, 0 },
-	};
 	static const char *const fmts[] = { "text", "json", NULL };
 	struct cmd_hang_rank *r;
 	double interval = 1.0, min_wait = 5.0;
@@ -486,8 +487,7 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	int c, fmt = 0, i, k, hung;
 	json_t *d;
 
-	while (
-	    (c = getopt_long(argc, argv, "+:f:i:w:", longopts, NULL)) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
 		switch (c) {
 		case 'f':
 			if ((fmt = cmd_parse_format(ctx->entry, optarg, fmts)) <
@@ -512,18 +512,12 @@ cmd_hang_exec(struct cmd_ctx *ctx, int argc, char **argv)
 				    "not '%s'",
 				    optarg);
 			break;
-		case ':':
-			return cmd_usage(ctx->entry, "option %s needs a value",
-			    argv[optind - 1]);
 		default:
-			return cmd_usage(
-			    ctx->entry, "unknown option %s", argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((k = cmd_require_targets(ctx)) != 0)
-		return k;
 	r = xcalloc((size_t)ctx->ntargets, sizeof *r);
 	cmd_hang_sample(ctx, r, 0);
 	usleep((useconds_t)(interval * 1e6));
@@ -559,6 +553,8 @@ const struct cmd_entry cmd_hang_entry = {
 	    "Give every rank: -t job:PID. Exit status 1 when it names a "
 	    "hang, 0 when\n"
 	    "nothing looks hung.\n",
-	.needs_target = 1,
+	.opts = "f:i:w:",
+	.longopts = cmd_hang_longopts,
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_hang_exec,
 };

@@ -431,7 +431,7 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	int c, i, rc, ndefs = 0, failed = 0, verbose = 0;
 	double v;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "vD:")) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
 		if (c == 'v') {
 			verbose = 1;
 			continue;
@@ -461,8 +461,6 @@ cmd_inject_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	for (i = 0; i < ctx->ntargets; i++) {
 		if (ctx->targets[i].kind != ENDPOINT_PID) {
 			fprintf(stderr,
@@ -493,6 +491,7 @@ const struct cmd_entry cmd_inject_entry = {
 		  "PROBING_INJECT=ptrace, the agent is loaded with ptrace.\n"
 		  "injecting again is a no-op that applies the -D settings "
 		  "live\n",
-	.needs_target = 1,
+	.opts = "vD:",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_inject_exec,
 };

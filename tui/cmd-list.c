@@ -103,5 +103,6 @@ const struct cmd_entry cmd_list_entry = {
 	.help = "list local processes with a live probing agent",
 	.detail = "found through their abstract unix sockets (@probing-PID), "
 		  "so the list cannot go stale\n",
+	.opts = "f:",
 	.exec = cmd_list_exec,
 };

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "proto.h"
 #include "xmalloc.h"
 #include "tui.h"
@@ -120,48 +119,39 @@ cmd_metrics_print(struct cmd_metrics *m)
 	free(m->f);
 }
 
+/* Prints one target's text, or adds it to the merge when several. */
+static int
+cmd_metrics_one(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	struct cmd_metrics *m = arg;
+
+	if (!json_is_string(r)) {
+		fprintf(stderr,
+		    "probing: %s sent JSON, not metrics text (an older "
+		    "agent?)\n",
+		    ep->name);
+		return 1;
+	}
+	if (ctx->ntargets == 1)
+		fputs(json_string_value(r), stdout);
+	else
+		cmd_metrics_add(m, json_string_value(r), ep->name);
+	return 0;
+}
+
 static int
 cmd_metrics_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	struct cmd_metrics m = { NULL, 0 };
-	char *cause = NULL;
-	json_t *r;
-	int c, i, status, failed = 0;
+	int failed;
 
-	if (cmd_getopt(ctx, argc, argv, "") != -1)
+	if (cmd_getopt(ctx, argc, argv) != -1)
 		return EXIT_USAGE;
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((c = cmd_require_targets(ctx)) != 0)
-		return c;
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (client_request(&ctx->targets[i], ctx->token, "GET",
-			PROTO_METRICS, NULL, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0 ||
-		    !json_is_string(r)) {
-			if (cause == NULL)
-				cause_set(&cause,
-				    "%s sent JSON, not metrics text (an "
-				    "older agent?)",
-				    ctx->targets[i].name);
-			if (ctx->ntargets > 1)
-				fprintf(stderr, "probing: %s: %s\n",
-				    ctx->targets[i].name, cause);
-			else
-				cmd_fail(cause);
-			json_decref(r);
-			free(cause);
-			cause = NULL;
-			failed++;
-			continue;
-		}
-		if (ctx->ntargets == 1)
-			fputs(json_string_value(r), stdout);
-		else
-			cmd_metrics_add(
-			    &m, json_string_value(r), ctx->targets[i].name);
-		json_decref(r);
-	}
+	failed = cmd_each_target(
+	    ctx, 0, "GET", PROTO_METRICS, NULL, cmd_metrics_one, &m);
 	cmd_metrics_print(&m);
 	return failed ? 1 : 0;
 }
@@ -176,6 +166,7 @@ const struct cmd_entry cmd_metrics_entry = {
 		  "with authorization:\n"
 		  "credentials); several targets are merged, each sample "
 		  "labelled target=\"...\"\n",
-	.needs_target = 1,
+	.opts = "",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_metrics_exec,
 };

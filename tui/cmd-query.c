@@ -7,46 +7,29 @@
 #include "xmalloc.h"
 #include "tui.h"
 
-/* How long past the GIL wait a target may take to answer. */
-#define CMD_QUERY_SLACK_MS 5000
+/* Adds one target's rows to the result being made. */
+static int
+cmd_query_merge(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	json_t **merged = arg;
+
+	if (ctx->ntargets == 1)
+		*merged = json_incref(r);
+	else
+		fmt_merge_target(merged, r, ep->name);
+	return 0;
+}
 
 /* Runs sql on every target; returns the merged result (a first "target"
  * column when there are several) or NULL after printing the errors. */
 json_t *
 cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 {
-	json_t *body = json_pack("{s:s}", "sql", sql), *merged = NULL, *r;
-	struct fanout_result *res;
-	char *cause = NULL, label[320];
-	int i, status;
+	json_t *body = json_pack("{s:s}", "sql", sql), *merged = NULL;
 
-	*failed = 0;
-	if (ctx->ntargets == 1) {
-		if (client_request(&ctx->targets[0], ctx->token, "POST",
-			PROTO_QUERY, body, ctx->timeout_ms, 0, &r, &status,
-			&cause) != 0) {
-			cmd_fail(cause);
-			free(cause);
-			*failed = 1;
-			r = NULL;
-		}
-		json_decref(body);
-		return r;
-	}
-	res = xcalloc((size_t)ctx->ntargets, sizeof *res);
-	*failed = fanout_request(ctx->targets, ctx->ntargets, ctx->token,
-	    "POST", PROTO_QUERY, body, ctx->timeout_ms,
-	    ctx->timeout_ms + CMD_QUERY_SLACK_MS, res);
-	for (i = 0; i < ctx->ntargets; i++) {
-		if (res[i].cause != NULL)
-			fprintf(stderr, "probing: %s: %s\n",
-			    targets_label(ctx, i, label, sizeof label),
-			    res[i].cause);
-		else
-			fmt_merge_target(
-			    &merged, res[i].reply, ctx->targets[i].name);
-	}
-	fanout_free(res, ctx->ntargets);
+	*failed = cmd_each_target(ctx, CMD_EACH_FANOUT, "POST", PROTO_QUERY,
+	    body, cmd_query_merge, &merged);
 	json_decref(body);
 	return merged;
 }
@@ -54,7 +37,7 @@ cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 static int
 cmd_query_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	int fmt = FMT_TABLE, failed, rc;
+	int fmt = FMT_TABLE, failed;
 	json_t *result;
 
 	if (cmd_getopt_format(ctx, argc, argv, &fmt) != 0)
@@ -63,8 +46,6 @@ cmd_query_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_usage(ctx->entry,
 		    optind >= argc ? "no SQL given"
 				   : "give the SQL as one argument (quote it)");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	result = cmd_query_run(ctx, argv[optind], &failed);
 	if (result != NULL) {
 		fmt_print(stdout, (enum fmt_kind)fmt, result);
@@ -82,6 +63,7 @@ const struct cmd_entry cmd_query_entry = {
 		  "or csv\n"
 		  "tables: python.torch_trace, python.backtrace and any "
 		  "@probing.table; see: probing tables\n",
-	.needs_target = 1,
+	.opts = "f:",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_query_exec,
 };

@@ -473,12 +473,10 @@ cmd_repl_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	char *cause = NULL;
 	int rc, status;
 
-	if (cmd_getopt(ctx, argc, argv, "") != -1)
+	if (cmd_getopt(ctx, argc, argv) != -1)
 		return EXIT_USAGE;
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	if (ctx->ntargets != 1)
 		return cmd_usage(ctx->entry, "the repl talks to one target");
 	r.ep = &ctx->targets[0];
@@ -539,6 +537,7 @@ const struct cmd_entry cmd_repl_entry = {
 	    "at column 0 also ends a block), output goes to stdout, "
 	    "tracebacks\n"
 	    "to stderr, and the exit status is 1 if any statement raised.\n",
-	.needs_target = 1,
+	.opts = "",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_repl_exec,
 };

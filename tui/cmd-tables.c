@@ -17,15 +17,13 @@ static const char cmd_tables_sql[] =
 static int
 cmd_tables_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	int fmt = FMT_TABLE, failed, rc;
+	int fmt = FMT_TABLE, failed;
 	json_t *result;
 
 	if (cmd_getopt_format(ctx, argc, argv, &fmt) != 0)
 		return EXIT_USAGE;
 	if (optind != argc)
 		return cmd_usage(ctx->entry, "too many arguments");
-	if ((rc = cmd_require_targets(ctx)) != 0)
-		return rc;
 	result = cmd_query_run(ctx, cmd_tables_sql, &failed);
 	if (result != NULL) {
 		fmt_print(stdout, (enum fmt_kind)fmt, result);
@@ -47,6 +45,7 @@ const struct cmd_entry cmd_tables_entry = {
 	.args = "[-f table|json|csv]",
 	.help = "list the tables a query can read and their columns",
 	.more = cmd_tables_more,
-	.needs_target = 1,
+	.opts = "f:",
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_tables_exec,
 };

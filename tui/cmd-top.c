@@ -157,29 +157,25 @@ cmd_top_parse_secs(const char *text)
 	return (int)(v * 1000);
 }
 
+static const struct option cmd_top_longopts[] = {
+	{ "batch", no_argument, NULL, 'b' },
+	{ "iterations", required_argument, NULL, 'n' },
+	{ "interval", required_argument, NULL, 'd' },
+	{ "bench-frames", required_argument, NULL, 'B' },
+	{ NULL, 0, NULL, 0 },
+};
+
 /* Parses the options into top; 0, or the exit code of a usage error. */
 static int
 cmd_top_options(struct top *top, struct cmd_ctx *ctx, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "target", required_argument, NULL, 't' },
-		{ "batch", no_argument, NULL, 'b' },
-		{ "iterations", required_argument, NULL, 'n' },
-		{ "interval", required_argument, NULL, 'd' },
-		{ "bench-frames", required_argument, NULL, 'B' },
-		{ NULL, 0, NULL, 0 },
-	};
 	char *end;
 	int c;
 
 	top->interval_ms = 1000;
 	top->iterations = 1;
-	while (
-	    (c = getopt_long(argc, argv, "+t:bn:d:", longopts, NULL)) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
 		switch (c) {
-		case 't':
-			ctx->target_text = optarg;
-			break;
 		case 'b':
 			top->batch = 1;
 			break;
@@ -203,12 +199,8 @@ cmd_top_options(struct top *top, struct cmd_ctx *ctx, int argc, char **argv)
 		case 'B':
 			top->bench_frames = atoi(optarg);
 			break;
-		case ':':
-			return cmd_usage(ctx->entry, "option %s needs a value",
-			    argv[optind - 1]);
 		default:
-			return cmd_usage(ctx->entry, "unknown option '%s'",
-			    argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc)
@@ -267,11 +259,7 @@ cmd_top_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	top.ctx = ctx;
 	if ((rc = cmd_top_options(&top, ctx, argc, argv)) != 0)
 		return rc;
-	if (ctx->target_text != NULL) {
-		if ((rc = cmd_require_targets(ctx)) != 0)
-			return rc;
-	} else
-		top.scan = 1;
+	top.scan = ctx->ntargets == 0;
 	signal(SIGPIPE, SIG_IGN);
 	top.base = event_base_new();
 	if (top.base == NULL)
@@ -314,5 +302,8 @@ const struct cmd_entry cmd_top_entry = {
 	    "running, idle, hung (no step for 5x the median step time, at "
 	    "least 1 s),\n"
 	    "exited, unreachable\n",
+	.opts = "bn:d:",
+	.longopts = cmd_top_longopts,
+	.target = CMD_TARGET_OPTIONAL,
 	.exec = cmd_top_exec,
 };

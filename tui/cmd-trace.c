@@ -345,28 +345,59 @@ cmd_trace_coll(
 	return r;
 }
 
+/* What cmd_trace_one adds to: the events, how many rows they hold, and
+ * --steps. */
+struct cmd_trace_acc {
+	json_t *events;
+	size_t rows;
+	long steps;
+};
+
+/* Adds one target's rows (and its collectives) to the trace as its own
+ * process. */
+static int
+cmd_trace_one(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
+{
+	struct cmd_trace_acc *acc = arg;
+	int i = (int)(ep - ctx->targets);
+	long long pid, rank;
+	json_t *coll = cmd_trace_coll(ctx, ep, r, acc->steps);
+
+	if (json_array_size(json_object_get(r, "rows")) == 0 &&
+	    json_array_size(json_object_get(coll, "rows")) == 0)
+		fprintf(stderr,
+		    "probing: %s: no torch_trace rows (no torch module ran "
+		    "yet, or probing.torch.enabled is off); the trace is "
+		    "empty\n",
+		    ep->name);
+	else {
+		cmd_trace_who(ctx, ep, i, &pid, &rank);
+		acc->rows += cmd_trace_target(acc->events, r, coll, pid,
+		    ep->kind == ENDPOINT_PID ? NULL : ep->name, rank);
+	}
+	json_decref(coll);
+	return 0;
+}
+
+static const struct option cmd_trace_longopts[] = {
+	{ "steps", required_argument, NULL, 'S' },
+	{ "output", required_argument, NULL, 'o' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int
 cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "steps", required_argument, NULL, 'S' },
-		{ "output", required_argument, NULL, 'o' },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct cmd_trace_acc acc = { json_array(), 0, 0 };
 	const char *path = NULL;
 	long steps = 0;
-	char *end, *sql = NULL, *cause = NULL;
-	json_t *events = json_array(), *doc, *body, *r, *coll;
-	long long pid, rank;
-	size_t rows = 0;
-	int c, i, rc, status, failed = 0;
+	char *end, *sql = NULL;
+	json_t *events = acc.events, *doc, *body;
+	int c, rc, failed;
 
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:t:o:", longopts, NULL)) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
 		switch (c) {
-		case 't':
-			ctx->target_text = optarg;
-			break;
 		case 'o':
 			path = optarg;
 			break;
@@ -381,23 +412,14 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 				    optarg);
 			}
 			break;
-		case ':':
-			json_decref(events);
-			return cmd_usage(ctx->entry, "option %s needs a value",
-			    argv[optind - 1]);
 		default:
 			json_decref(events);
-			return cmd_usage(
-			    ctx->entry, "unknown option %s", argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc) {
 		json_decref(events);
 		return cmd_usage(ctx->entry, "too many arguments");
-	}
-	if ((rc = cmd_require_targets(ctx)) != 0) {
-		json_decref(events);
-		return rc;
 	}
 	if (path != NULL && cmd_trace_writable(path) != 0) {
 		json_decref(events);
@@ -412,35 +434,9 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		xasprintf(&sql, "%s ORDER BY id", cmd_trace_sql);
 	body = json_pack("{s:s}", "sql", sql);
 	free(sql);
-	for (i = 0; i < ctx->ntargets; i++) {
-		const struct endpoint *ep = &ctx->targets[i];
-
-		if (client_request(ep, ctx->token, "POST", PROTO_QUERY, body,
-			ctx->timeout_ms, 0, &r, &status, &cause) != 0) {
-			fprintf(stderr, "probing: %s%s%s\n",
-			    ctx->ntargets > 1 ? ep->name : "",
-			    ctx->ntargets > 1 ? ": " : "", cause_str(cause));
-			free(cause);
-			cause = NULL;
-			failed++;
-			continue;
-		}
-		coll = cmd_trace_coll(ctx, ep, r, steps);
-		if (json_array_size(json_object_get(r, "rows")) == 0 &&
-		    json_array_size(json_object_get(coll, "rows")) == 0)
-			fprintf(stderr,
-			    "probing: %s: no torch_trace rows (no torch "
-			    "module ran yet, or probing.torch.enabled is "
-			    "off); the trace is empty\n",
-			    ep->name);
-		else {
-			cmd_trace_who(ctx, ep, i, &pid, &rank);
-			rows += cmd_trace_target(events, r, coll, pid,
-			    ep->kind == ENDPOINT_PID ? NULL : ep->name, rank);
-		}
-		json_decref(coll);
-		json_decref(r);
-	}
+	acc.steps = steps;
+	failed = cmd_each_target(ctx, CMD_EACH_FANOUT, "POST", PROTO_QUERY,
+	    body, cmd_trace_one, &acc);
 	json_decref(body);
 	if (failed == ctx->ntargets) {
 		json_decref(events);
@@ -448,7 +444,7 @@ cmd_trace_exec(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	doc = json_pack("{s:o, s:s, s:{s:s, s:s, s:I}}", "traceEvents", events,
 	    "displayTimeUnit", "ms", "otherData", "tool", "probing", "version",
-	    PROBING_VERSION, "rows", (json_int_t)rows);
+	    PROBING_VERSION, "rows", (json_int_t)acc.rows);
 	rc = cmd_trace_write(path, doc);
 	json_decref(doc);
 	return rc != 0 ? rc : failed ? 1 : 0;
@@ -467,6 +463,8 @@ const struct cmd_entry cmd_trace_entry = {
 		  "step with forward, backward and optimizer calls nested "
 		  "under it; open the file at\n"
 		  "https://ui.perfetto.dev or chrome://tracing\n",
-	.needs_target = 1,
+	.opts = "o:",
+	.longopts = cmd_trace_longopts,
+	.target = CMD_TARGET_REQUIRED,
 	.exec = cmd_trace_exec,
 };

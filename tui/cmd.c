@@ -1,5 +1,6 @@
 /* The table of commands and everything derived from it: help, usage
  * errors and the man page. */
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include "config-keys.h"
 #include "log.h"
+#include "xmalloc.h"
 #include "tui.h"
 
 const struct cmd_entry *const cmd_table[] = {
@@ -46,6 +48,16 @@ static const char cmd_global_detail[] =
     "command\n"
     "  -V, --version         print the version\n";
 
+/* How long past the GIL wait a target of a fan-out may take to answer. */
+#define CMD_FANOUT_SLACK_MS 5000
+
+/* How the usage line shows each kind of target. */
+static const char *const cmd_target_usage[] = {
+	[CMD_TARGET_NONE] = "",
+	[CMD_TARGET_REQUIRED] = "-t TARGET ",
+	[CMD_TARGET_OPTIONAL] = "[-t TARGET] ",
+};
+
 const struct cmd_entry *
 cmd_find(const char *name)
 {
@@ -63,8 +75,8 @@ cmd_find(const char *name)
 void
 cmd_print_help(FILE *f, const struct cmd_entry *e)
 {
-	fprintf(f, "usage: probing %s%s%s %s\n",
-	    e->needs_target ? "-t TARGET " : "", e->name, "", e->args);
+	fprintf(f, "usage: probing %s%s %s\n", cmd_target_usage[e->target],
+	    e->name, e->args);
 	fprintf(f, "%s\n", e->help);
 	if (e->alias != NULL)
 		fprintf(f, "alias: %s\n", e->alias);
@@ -104,7 +116,7 @@ cmd_usage(const struct cmd_entry *e, const char *fmt, ...)
 	fputc('\n', stderr);
 	if (e != NULL)
 		fprintf(stderr, "usage: probing %s%s %s\n",
-		    e->needs_target ? "-t TARGET " : "", e->name, e->args);
+		    cmd_target_usage[e->target], e->name, e->args);
 	else
 		fputs(cmd_global_usage, stderr);
 	return EXIT_USAGE;
@@ -224,18 +236,24 @@ cmd_print_man(FILE *f)
 }
 
 int
-cmd_getopt(struct cmd_ctx *ctx, int argc, char **argv, const char *opts)
+cmd_getopt(struct cmd_ctx *ctx, int argc, char **argv)
 {
+	const struct cmd_entry *e = ctx->entry;
 	char full[64];
 	int c;
 
-	snprintf(full, sizeof full, "+:t:%s", opts);
-	while ((c = getopt(argc, argv, full)) == 't')
-		ctx->target_text = optarg;
-	if (c == ':')
-		cmd_usage(ctx->entry, "option -%c needs a value", optopt);
-	else if (c == '?')
-		cmd_usage(ctx->entry, "unknown option -%c", optopt);
+	snprintf(full, sizeof full, "+:%s", e->opts != NULL ? e->opts : "");
+	c = getopt_long(argc, argv, full, e->longopts, NULL);
+	if (c == ':') {
+		cmd_usage(e, "option %s needs a value", argv[optind - 1]);
+		return '?';
+	}
+	if (c == '?') {
+		if (optopt != 0)
+			cmd_usage(e, "unknown option -%c", optopt);
+		else
+			cmd_usage(e, "unknown option %s", argv[optind - 1]);
+	}
 	return c;
 }
 
@@ -244,7 +262,7 @@ cmd_getopt_format(struct cmd_ctx *ctx, int argc, char **argv, int *fmt)
 {
 	int c;
 
-	while ((c = cmd_getopt(ctx, argc, argv, "f:")) != -1) {
+	while ((c = cmd_getopt(ctx, argc, argv)) != -1) {
 		if (c != 'f')
 			return -1;
 		if ((*fmt = cmd_parse_format(ctx->entry, optarg, fmt_names)) <
@@ -254,18 +272,13 @@ cmd_getopt_format(struct cmd_ctx *ctx, int argc, char **argv, int *fmt)
 	return 0;
 }
 
-int
-cmd_require_targets(struct cmd_ctx *ctx)
+/* Parses ctx->target_text into ctx->targets; 0, or the usage exit code. */
+static int
+cmd_parse_targets(struct cmd_ctx *ctx)
 {
 	char *cause = NULL;
 	int rc, usage;
 
-	if (ctx->target_text == NULL)
-		return cmd_usage(ctx->entry,
-		    "no target: give -t PID, -t HOST:PORT, -t job:PID or "
-		    "-t @FILE");
-	if (ctx->targets != NULL)
-		return 0;
 	if (targets_parse(ctx, ctx->target_text, &ctx->targets,
 		&ctx->target_ranks, &ctx->ntargets, &usage, &cause) != 0) {
 		rc = usage ? cmd_usage(ctx->entry, "%s", cause_str(cause))
@@ -274,4 +287,126 @@ cmd_require_targets(struct cmd_ctx *ctx)
 		return rc;
 	}
 	return 0;
+}
+
+/* The long options of e with --target added; malloc'd. */
+static struct option *
+cmd_longopts(const struct cmd_entry *e)
+{
+	static const struct option target = { "target", required_argument, NULL,
+		't' };
+	struct option *all;
+	size_t n = 0;
+
+	while (e->longopts != NULL && e->longopts[n].name != NULL)
+		n++;
+	all = xcalloc(n + 2, sizeof *all);
+	if (n > 0)
+		memcpy(all, e->longopts, n * sizeof *all);
+	all[n] = target;
+	return all;
+}
+
+/* True when argv[i] is a -t or --target option by itself (not bundled
+ * with other short options). */
+static int
+cmd_is_target_opt(const char *arg)
+{
+	return strncmp(arg, "-t", 2) == 0 ||
+	    (strncmp(arg, "--t", 3) == 0 &&
+		strncmp("--target", arg, strcspn(arg, "=")) == 0);
+}
+
+int
+cmd_prepare(struct cmd_ctx *ctx, int *argc, char **argv)
+{
+	const struct cmd_entry *e = ctx->entry;
+	struct option *longopts;
+	char optstring[64];
+	int c, at, i, j;
+
+	if (e->opts != NULL) {
+		snprintf(optstring, sizeof optstring, "+:t:%s", e->opts);
+		longopts = cmd_longopts(e);
+		opterr = 0;
+		optind = 1;
+		for (;;) {
+			at = optind;
+			c = getopt_long(*argc, argv, optstring, longopts, NULL);
+			if (c == -1)
+				break;
+			if (c == ':' && optopt == 't') {
+				free(longopts);
+				opterr = 1;
+				return cmd_usage(e, "option %s needs a value",
+				    argv[optind - 1]);
+			}
+			if (c != 't' || at >= *argc ||
+			    !cmd_is_target_opt(argv[at]))
+				continue; /* the command reports what is wrong */
+			ctx->target_text = optarg;
+			for (i = at, j = optind; j <= *argc; i++, j++)
+				argv[i] = argv[j];
+			*argc -= optind - at;
+			optind = at;
+		}
+		free(longopts);
+		opterr = 1;
+		optind = 1;
+	}
+	if (ctx->target_text == NULL) {
+		if (e->target == CMD_TARGET_REQUIRED)
+			return cmd_usage(e,
+			    "no target: give -t PID, -t HOST:PORT, -t job:PID "
+			    "or -t @FILE");
+		return 0;
+	}
+	if (e->target == CMD_TARGET_NONE)
+		return cmd_usage(e, "%s takes no target", e->name);
+	return cmd_parse_targets(ctx);
+}
+
+int
+cmd_each_target(struct cmd_ctx *ctx, int flags, const char *method,
+    const char *path, json_t *body, cmd_each_fn fn, void *arg)
+{
+	struct fanout_result *res = NULL;
+	char *cause = NULL;
+	json_t *r = NULL;
+	char label[320];
+	int i, status, failed = 0;
+
+	if ((flags & CMD_EACH_FANOUT) && ctx->ntargets > 1) {
+		res = xcalloc((size_t)ctx->ntargets, sizeof *res);
+		fanout_request(ctx->targets, ctx->ntargets, ctx->token, method,
+		    path, body, ctx->timeout_ms,
+		    ctx->timeout_ms + CMD_FANOUT_SLACK_MS, res);
+	}
+	for (i = 0; i < ctx->ntargets && !client_interrupted; i++) {
+		if (res != NULL) {
+			r = json_incref(res[i].reply);
+			if (res[i].cause != NULL)
+				cause = xstrdup(res[i].cause);
+		} else if (client_request(&ctx->targets[i], ctx->token, method,
+			       path, body, ctx->timeout_ms, 0, &r, &status,
+			       &cause) != 0)
+			r = NULL;
+		if (r == NULL) {
+			if (ctx->ntargets > 1)
+				fprintf(stderr, "probing: %s: %s\n",
+				    targets_label(ctx, i, label, sizeof label),
+				    cause_str(cause));
+			else
+				cmd_fail(cause);
+			free(cause);
+			cause = NULL;
+			failed++;
+			continue;
+		}
+		if (fn != NULL && fn(ctx, &ctx->targets[i], r, arg) != 0)
+			failed++;
+		json_decref(r);
+	}
+	fanout_free(res, res != NULL ? ctx->ntargets : 0);
+	return failed;
 }

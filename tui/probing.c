@@ -91,7 +91,9 @@ main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	optind = 1;
-	rc = e->exec(&ctx, argc, argv);
+	rc = cmd_prepare(&ctx, &argc, argv);
+	if (rc == 0)
+		rc = e->exec(&ctx, argc, argv);
 	free(ctx.targets);
 	free(ctx.target_ranks);
 	free(token);

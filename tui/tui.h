@@ -25,6 +25,16 @@ struct cmd_ctx {
 	const struct cmd_entry *entry;
 };
 
+/* What target a command takes; cmd.c resolves it before exec runs. */
+enum cmd_target {
+	CMD_TARGET_NONE,     /* -t is a usage error */
+	CMD_TARGET_REQUIRED, /* one or more */
+	CMD_TARGET_OPTIONAL, /* zero or more (top scans without one) */
+};
+
+/* A command, tmux's cmd_entry: what it is called, which options and
+ * which target it takes (cmd.c takes -t out of argv and resolves the
+ * targets into cmd_ctx before exec), its help, and exec. */
 struct cmd_entry {
 	const char *name;
 	const char *alias;
@@ -35,7 +45,11 @@ struct cmd_entry {
 	/* more help made from another table (config keys), after detail;
 	 * may be NULL */
 	void (*more)(FILE *);
-	int needs_target;
+	/* its getopt options besides -t ("f:"); NULL: none, and exec parses
+	 * its arguments itself without getopt */
+	const char *opts;
+	const struct option *longopts; /* its long options, or NULL */
+	enum cmd_target target;
 	int (*exec)(struct cmd_ctx *, int argc, char **argv);
 };
 
@@ -48,12 +62,15 @@ int cmd_fail(const char *cause);
 void cmd_print_help(FILE *, const struct cmd_entry *);
 void cmd_print_overview(FILE *);
 void cmd_print_man(FILE *);
-/* getopt for a command: handles -t TARGET itself, returns other options. */
-int cmd_getopt(struct cmd_ctx *, int argc, char **argv, const char *opts);
-/* Parses the targets; returns 0, or the exit code after an error. */
-int cmd_require_targets(struct cmd_ctx *);
-/* Parses the options of a command whose only option is -f FORMAT (and
- * -t); 0, or -1 after a usage error. */
+/* Takes -t/--target out of argv (the command's own options are known from
+ * its entry) and resolves the targets its entry asks for; 0, or the exit
+ * code of a usage error. Runs once, before exec. */
+int cmd_prepare(struct cmd_ctx *, int *argc, char **argv);
+/* getopt_long over the options the command's entry declares: the next
+ * option, -1 at the end, or '?' after reporting a usage error. */
+int cmd_getopt(struct cmd_ctx *, int argc, char **argv);
+/* Parses the options of a command whose only option is -f FORMAT (its
+ * entry's opts "f:"); 0, or -1 after a usage error. */
 int cmd_getopt_format(struct cmd_ctx *, int argc, char **argv, int *fmt);
 /* Parses -f FORMAT; returns the format index or -1 after a usage error. */
 int cmd_parse_format(
@@ -75,6 +92,19 @@ extern const struct cmd_entry cmd_hang_entry;
 extern const struct cmd_entry cmd_metrics_entry;
 extern const struct cmd_entry cmd_trace_entry;
 extern const struct cmd_entry cmd_completion_entry;
+
+/* One target's answer for cmd_each_target; nonzero counts it as failed. */
+typedef int (*cmd_each_fn)(
+    struct cmd_ctx *, const struct endpoint *, json_t *reply, void *arg);
+/* cmd_each_target's flags. */
+#define CMD_EACH_FANOUT 1 /* several targets asked at once (fanout.c) */
+/* Sends the same request to every target (in turn, or at once with
+ * CMD_EACH_FANOUT) and hands each reply to fn (may be NULL) in the order
+ * of the targets; a target that fails is reported on stderr (named when
+ * there are several). Stops after a Ctrl-C that client_catch_sigint
+ * caught. Returns how many failed. */
+int cmd_each_target(struct cmd_ctx *, int flags, const char *method,
+    const char *path, json_t *body, cmd_each_fn fn, void *arg);
 
 /* client.c: one blocking request. Returns 0 with *reply set (a JSON
  * object) when the agent answered 200; otherwise -1 with *cause (the
