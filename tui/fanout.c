@@ -3,6 +3,7 @@
  * Results come back in the targets' order; a failure is one target's, the
  * others' answers still count. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +101,7 @@ fanout_request(const struct endpoint *eps, int n, const char *token,
 		.timeout_ms = timeout_ms,
 		.out = out,
 	};
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old;
 	int i, failed = 0;
 
 	memset(out, 0, (size_t)n * sizeof *out);
@@ -110,8 +112,12 @@ fanout_request(const struct endpoint *eps, int n, const char *token,
 		return n;
 	}
 	fo.slots = xcalloc((size_t)n + 1, sizeof *fo.slots);
+	/* A target that closes while we write must not kill us with
+	 * SIGPIPE (bufferevents write(2), not send(MSG_NOSIGNAL)). */
+	sigaction(SIGPIPE, &ign, &old);
 	fanout_start_next(&fo);
 	event_base_dispatch(fo.base);
+	sigaction(SIGPIPE, &old, NULL);
 	for (i = 0; i < n; i++) {
 		aclient_free(fo.slots[i].ac);
 		if (out[i].reply == NULL && out[i].cause == NULL)
