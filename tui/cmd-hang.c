@@ -213,7 +213,9 @@ cmd_hang_classify(struct cmd_hang_rank *r, double min_wait)
 	    json_equal(json_object_get(a, "start") ?: json_null(),
 		json_object_get(b, "start") ?: json_null())) {
 		r->waiting = 1;
-		r->native = 1;
+		/* the stacks say it waits: its running Python collective,
+		 * when it has one, is what it waits in */
+		r->native = st == NULL || strcmp(st, "running") != 0;
 	}
 }
 
