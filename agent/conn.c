@@ -30,6 +30,7 @@
 #include <event2/listener.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 
 void
@@ -208,10 +209,7 @@ static long conn_refused, conn_refused_logged_ms;
 static long
 conn_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+	return (long)clock_ms();
 }
 
 /* Logs a refused connection, at most one line a second. */

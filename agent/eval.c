@@ -30,6 +30,7 @@
 #include <Python.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 
 /* A finished statement nobody came for is forgotten after this long. */
@@ -87,26 +88,14 @@ static PyMethodDef eval_emit_def = { "_emit", eval_py_emit, METH_VARARGS,
 static double
 eval_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return clock_ms() / 1000.0;
 }
 
 /* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
 static struct timespec
 eval_deadline(int ms)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
+	return clock_abstime(ms);
 }
 /* Returns the helper's function name (borrowed), loading it once. Loading
  * runs Python, which may let another py worker in: the namespace is

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 
 #define METRICS_SLOTS     1024u /* module/stage pairs kept, power of two */
@@ -70,13 +71,13 @@ static struct {
 	int coll_running; /* rows still running at the last scrape */
 } M = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static struct timespec metrics_t0;
+static double metrics_t0; /* clock_ms() when the agent was loaded */
 
 /* Notes when the agent was loaded, for probing_agent_uptime_seconds. */
 __attribute__((constructor)) static void
 metrics_loaded(void)
 {
-	clock_gettime(CLOCK_MONOTONIC, &metrics_t0);
+	metrics_t0 = clock_ms();
 }
 
 /* A growing text buffer; on allocation failure it stops growing and
@@ -423,11 +424,9 @@ static void
 metrics_agent(
     struct metrics_buf *b, const char *base, const struct identity *id)
 {
-	struct timespec now;
 	double cpu, rss;
 	char extra[256];
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
 	metrics_family(b, "probing_agent_info", "gauge",
 	    "The agent's version and the Python it runs in; always 1.");
 	snprintf(extra, sizeof extra,
@@ -439,8 +438,7 @@ metrics_agent(
 	metrics_family(b, "probing_agent_uptime_seconds", "gauge",
 	    "Seconds since the agent was loaded into this process.");
 	metrics_sample(b, "probing_agent_uptime_seconds", base, "",
-	    (double)(now.tv_sec - metrics_t0.tv_sec) +
-		(double)(now.tv_nsec - metrics_t0.tv_nsec) / 1e9);
+	    (clock_ms() - metrics_t0) / 1e3);
 	if (metrics_proc(&cpu, &rss) == 0) {
 		metrics_family(b, "process_cpu_seconds_total", "counter",
 		    "User and system CPU time of the whole process.");

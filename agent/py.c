@@ -9,6 +9,7 @@
 #include <Python.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 
 #define PY_WORKERS 2
@@ -175,13 +176,7 @@ py_run_job(py_fn fn, void *arg, int timeout_ms, int bounded, char **cause)
 
 	if (py_available(cause) != 0)
 		return -1;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline = clock_abstime(timeout_ms);
 
 	pthread_mutex_lock(&py_lock);
 	if (py_start_workers(cause) != 0) {

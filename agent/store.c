@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 #include "proto.h"
 
@@ -47,10 +48,7 @@ static double store_running_since; /* 0 when none runs */
 static double
 store_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return clock_ms() / 1000.0;
 }
 
 /* What users may not do: anything that reaches files or code, and
@@ -321,18 +319,10 @@ static int
 store_lock_until(struct store_run *run, char **cause)
 {
 	struct timespec ts;
-	double left = run->deadline - store_now(), since;
+	double since;
 	int err;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	if (left < 0)
-		left = 0;
-	ts.tv_sec += (time_t)left;
-	ts.tv_nsec += (long)((left - floor(left)) * 1e9);
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	ts = clock_abstime(clock_left_ms(run->deadline * 1000.0));
 	err = pthread_mutex_timedlock(&store_lock, &ts);
 	if (err == 0)
 		return 0;

@@ -20,6 +20,7 @@
 #endif
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 #include "torch.h"
 
@@ -48,10 +49,7 @@ static double torch_wall_off; /* 0: read it at the next row */
 double
 torch_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return clock_ms() * 1e-3;
 }
 
 /* CLOCK_REALTIME minus CLOCK_MONOTONIC, read again at each new step (so a
@@ -60,12 +58,7 @@ torch_now(void)
 static double
 torch_wall_offset(void)
 {
-	struct timespec ts;
-	double wall;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	wall = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-	return wall - torch_now();
+	return clock_wall() - torch_now();
 }
 
 static _PyInterpreterFrame *
