@@ -119,6 +119,10 @@ int conn_capacity(const struct conn_table *);
 void conn_describe(char *buf, size_t len);
 void conn_after_fork(void);
 
+/* thread.c: starts fn(arg) on a detached thread with every signal
+ * blocked, named name; 0, or -1 (logged). */
+int thread_start(void *(*fn)(void *), void *arg, const char *name);
+
 /* request.c: the request the calling thread serves. */
 /* Server: the thread now serves the request on fd, with timeout_ms. */
 void request_begin(int fd, int timeout_ms);

@@ -246,17 +246,5 @@ bt_eval_thread(void *arg)
 void
 bt_eval_init(void)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t t;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	if (pthread_create(&t, &attr, bt_eval_thread, NULL) == 0)
-		pthread_setname_np(t, "probing-bteval");
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	thread_start(bt_eval_thread, NULL, "probing-bteval");
 }

@@ -886,20 +886,5 @@ eval_init_thread(void *unused)
 void
 eval_init(void)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t t;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	if (pthread_create(&t, &attr, eval_init_thread, NULL) == 0)
-		pthread_setname_np(t, "probing-init");
-	else
-		log_info("cannot start the thread that provides the probing "
-			 "module");
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	thread_start(eval_init_thread, NULL, "probing-init");
 }

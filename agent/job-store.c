@@ -200,19 +200,7 @@ jobstore_publish_thread(void *unused)
 void
 jobstore_publish_async(void)
 {
-	pthread_t t;
-	pthread_attr_t attr;
-	sigset_t all, old;
-
-	/* Our threads take no signal of the application's. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, jobstore_publish_thread, NULL) != 0)
-		log_info("job store: cannot start the publishing thread");
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	thread_start(jobstore_publish_thread, NULL, "probing-store");
 }
 
 json_t *

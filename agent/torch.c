@@ -253,19 +253,5 @@ torch_init(void)
 static void
 torch_start_setup(void)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t t;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	if (pthread_create(&t, &attr, torch_setup_thread, NULL) == 0)
-		pthread_setname_np(t, "probing-torch");
-	else
-		log_info("torch: cannot start the setup thread");
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	thread_start(torch_setup_thread, NULL, "probing-torch");
 }
