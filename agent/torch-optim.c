@@ -68,8 +68,9 @@ torch_opt_own_count(PyObject *opt)
 	g = groups != NULL && PyList_Check(groups) && PyList_GET_SIZE(groups)
 	    ? PyList_GET_ITEM(groups, 0)
 	    : NULL;
-	params = g != NULL && PyDict_Check(g) ? PyDict_GetItemString(g, "params")
-					      : NULL;
+	params = g != NULL && PyDict_Check(g)
+	    ? PyDict_GetItemString(g, "params")
+	    : NULL;
 	p = params != NULL && PyList_Check(params) && PyList_GET_SIZE(params)
 	    ? PyList_GET_ITEM(params, 0)
 	    : NULL;

@@ -55,7 +55,7 @@ cmd_completion_opts(const char *args, struct cmd_completion_opt *opts, int max)
 		if (*p == '[' || *p == ']')
 			*p = ' ';
 	for (p = strtok_r(copy, " ", &save); p != NULL && ntok < 64;
-	    p = strtok_r(NULL, " ", &save))
+	     p = strtok_r(NULL, " ", &save))
 		tok[ntok++] = p;
 	for (i = 0; i < ntok && n < max; i++) {
 		const char *next = i + 1 < ntok ? tok[i + 1] : "";
@@ -104,8 +104,8 @@ cmd_completion_words_of(const struct cmd_entry *e)
 	size_t i;
 
 	for (i = 0;
-	    i < sizeof cmd_completion_words / sizeof cmd_completion_words[0];
-	    i++)
+	     i < sizeof cmd_completion_words / sizeof cmd_completion_words[0];
+	     i++)
 		if (strcmp(cmd_completion_words[i].command, e->name) == 0)
 			return cmd_completion_words[i].words;
 	return CMD_COMPLETION_NONE;
@@ -403,8 +403,8 @@ cmd_completion_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		    argc < 2 ? "which shell? bash or zsh"
 			     : "too many arguments");
 	for (i = 0;
-	    i < sizeof cmd_completion_shells / sizeof cmd_completion_shells[0];
-	    i++)
+	     i < sizeof cmd_completion_shells / sizeof cmd_completion_shells[0];
+	     i++)
 		if (strcmp(argv[1], cmd_completion_shells[i].shell) == 0) {
 			cmd_completion_shells[i].print(stdout);
 			return 0;

@@ -14,8 +14,8 @@
 #include "xmalloc.h"
 #include "top.h"
 
-#define TOP_FRAME_EVERY  5000 /* ms between main-thread frame looks */
-#define TOP_POLL_TIMEOUT 4000 /* ms a polling request may take */
+#define TOP_FRAME_EVERY  5000  /* ms between main-thread frame looks */
+#define TOP_POLL_TIMEOUT 4000  /* ms a polling request may take */
 #define TOP_POLL_ID_MS   10000 /* ms between asking a rank-less target */
 #define TOP_STEP_ROWS    256
 
@@ -277,8 +277,8 @@ top_poll_health_cb(void *arg, const struct aclient_reply *r)
 	t->id_at = clock_ms();
 	t->pid = (pid_t)json_integer_value(json_object_get(r->body, "pid"));
 	if (json_is_integer(json_object_get(r->body, "rank")))
-		t->rank = (int)json_integer_value(
-		    json_object_get(r->body, "rank"));
+		t->rank =
+		    (int)json_integer_value(json_object_get(r->body, "rank"));
 	if (t->command == NULL) {
 		body = json_pack("{s:s}", "code",
 		    "import sys as _s; print('python', *_s.argv)");
