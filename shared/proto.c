@@ -97,7 +97,7 @@ bad:
 }
 
 int
-proto_parse_response(const char *buf, size_t len, int eof,
+proto_parse_response(const char *buf, size_t len, int eof, size_t max,
     struct proto_response *out, char **cause)
 {
 	const char *hend, *v;
@@ -121,15 +121,20 @@ proto_parse_response(const char *buf, size_t len, int eof,
 	}
 	status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
 	hend = buf + off;
+	v = proto_header(buf, hend, "Connection", &vlen);
+	out->close = v != NULL && vlen == 5 && strncasecmp(v, "close", 5) == 0;
 	v = proto_header(buf, hend, "Transfer-Encoding", &vlen);
 	if (v != NULL && vlen == 7 && strncasecmp(v, "chunked", 7) == 0) {
-		int r = proto_dechunk(hend, buf + len, out, cause);
+		int r;
 
+		r = proto_dechunk(hend, buf + len, out, cause);
 		if (r == 0 && eof) {
 			cause_set(cause, "truncated chunked http response");
 			return -1;
 		}
 		out->status = status;
+		out->used = len;
+		out->close = 1; /* what follows the chunks is not read */
 		return r;
 	}
 	v = proto_header(buf, hend, "Content-Length", &vlen);
@@ -141,21 +146,28 @@ proto_parse_response(const char *buf, size_t len, int eof,
 		clen = strtoul(v, &e, 10);
 		if (e != v + vlen)
 			goto bad_length;
-		if (clen > PROTO_MAX_ANSWER) {
-			cause_set(cause, "answer larger than %zu MB",
-			    (size_t)PROTO_MAX_ANSWER >> 20);
+		if (clen > max) {
+			cause_set(
+			    cause, "answer larger than %zu MB", max >> 20);
 			return -1;
 		}
 		if (len - off < clen) {
+			out->need = off + clen;
 			if (!eof)
 				return 0;
 			cause_set(cause, "truncated http response body");
 			return -1;
 		}
 	} else {
+		out->close = 1;
 		if (!eof)
 			return 0;
 		clen = len - off;
+		if (clen > max) {
+			cause_set(
+			    cause, "answer larger than %zu MB", max >> 20);
+			return -1;
+		}
 	}
 	out->body = malloc(clen + 1);
 	if (out->body == NULL) {
@@ -166,6 +178,7 @@ proto_parse_response(const char *buf, size_t len, int eof,
 	out->body[clen] = '\0';
 	out->body_len = clen;
 	out->status = status;
+	out->used = off + clen;
 	return 1;
 bad_length:
 	cause_set(cause, "malformed content-length in http response");

@@ -1,4 +1,5 @@
-/* The wire protocol: route names, limits and the HTTP response parser. */
+/* The wire protocol: route names, limits and the HTTP response parser
+ * (the one tui/client.c uses). */
 #ifndef PROBING_PROTO_H
 #define PROBING_PROTO_H
 
@@ -43,12 +44,17 @@ struct proto_response {
 	int status;
 	char *body;
 	size_t body_len;
+	size_t used; /* bytes of buf the response took */
+	size_t need; /* with 0 returned: the whole response's length, when
+	               * the headers said (0 when it ends at EOF) */
+	int close;   /* the server closes the connection after it */
 };
 
-/* Parses a complete HTTP/1.x response (Content-Length, chunked, or up to
- * EOF). Returns 1 when buf holds a whole response, 0 when more bytes are
- * needed, -1 with *cause set when it is malformed. */
-int proto_parse_response(const char *buf, size_t len, int eof,
+/* Parses the HTTP/1.x response at the front of buf (Content-Length,
+ * chunked, or up to EOF), refusing a body over max bytes ("answer larger
+ * than N MB"). Returns 1 when buf holds a whole response, 0 when more
+ * bytes are needed, -1 with *cause set when it is malformed. */
+int proto_parse_response(const char *buf, size_t len, int eof, size_t max,
     struct proto_response *out, char **cause);
 void proto_response_clear(struct proto_response *);
 

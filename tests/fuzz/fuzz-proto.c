@@ -16,7 +16,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	for (eof = 0; eof <= 1; eof++) {
 		if (proto_parse_response(
-			(const char *)data, size, eof, &r, &cause) == 1)
+			(const char *)data, size, eof, 65536, &r, &cause) == 1)
 			proto_response_clear(&r);
 		free(cause);
 		cause = NULL;

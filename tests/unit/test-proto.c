@@ -9,7 +9,8 @@ static int
 parse(const char *text, int eof, struct proto_response *r)
 {
 	char *cause = NULL;
-	int rc = proto_parse_response(text, strlen(text), eof, r, &cause);
+	int rc = proto_parse_response(
+	    text, strlen(text), eof, (size_t)1 << 20, r, &cause);
 
 	free(cause);
 	return rc;
@@ -59,5 +60,23 @@ main(void)
 	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n",
 		  1, &r) == -1,
 	    "huge length");
+	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", 0,
+		  &r) == -1,
+	    "over the caller's maximum");
+	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", 0, &r) ==
+		    0 &&
+		r.need == 47,
+	    "headers say how much is needed");
+	CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabHTTP", 0,
+		  &r) == 1 &&
+		r.used == 40 && !r.close,
+	    "one response of several");
+	proto_response_clear(&r);
+	CHECK(parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: "
+		    "0\r\n\r\n",
+		  0, &r) == 1 &&
+		r.close,
+	    "connection: close");
+	proto_response_clear(&r);
 	return unit_summary();
 }
