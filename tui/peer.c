@@ -1,7 +1,7 @@
 /* Who holds a pid's socket: the CLI trusts an agent only when the process
  * listening on @probing-PID is that pid (or a thread of it) running as its
- * user or root, since anyone may bind an abstract name first. Both clients
- * (client.c, aclient.c) call peer_check before sending a byte. */
+ * user or root, since anyone may bind an abstract name first. The client
+ * (client.c) calls peer_check before sending a byte. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

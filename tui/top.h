@@ -18,7 +18,7 @@
 struct top;
 struct aclient;
 
-/* aclient.c: one persistent connection per target, requests queued and
+/* client.c: one persistent connection per target, requests queued and
  * sent one at a time, each with its own timeout. Everything runs on the
  * thread that runs the event base. */
 struct aclient_reply {
