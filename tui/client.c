@@ -627,6 +627,7 @@ client_request(const struct endpoint *ep, const char *token, const char *method,
 {
 	const struct timeval tick = { 0, CLIENT_SIGINT_MS * 1000 };
 	struct client_wait w = { .start = clock_ms() };
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old;
 	struct event_base *base;
 	struct event *sigint;
 	struct aclient_req *req;
@@ -647,8 +648,12 @@ client_request(const struct endpoint *ep, const char *token, const char *method,
 	req->arg = &w;
 	sigint = event_new(base, -1, EV_PERSIST, client_sigint_cb, &w);
 	event_add(sigint, &tick);
+	/* An agent that closes while we write must not kill us with SIGPIPE
+	 * (bufferevents write(2), not send(MSG_NOSIGNAL)). */
+	sigaction(SIGPIPE, &ign, &old);
 	while (!w.done && event_base_dispatch(base) == 0)
 		;
+	sigaction(SIGPIPE, &old, NULL);
 	event_free(sigint);
 	aclient_free(w.ac);
 	event_base_free(base);
