@@ -64,8 +64,11 @@ cmd_list_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		eps[i].pid = pids[i];
 		snprintf(eps[i].name, sizeof eps[i].name, "%d", (int)pids[i]);
 	}
+	/* The identity waits at most 200 ms for the GIL, then reads the
+	 * start-up environment; the rest of the deadline is for a loaded
+	 * machine. */
 	fanout_request(eps, n, NULL, "GET", PROTO_IDENTITY, NULL,
-	    ctx->timeout_ms, 2000, res);
+	    ctx->timeout_ms, ctx->timeout_ms + 2000, res);
 	for (i = 0; i < n; i++) {
 		snprintf(path, sizeof path, "/proc/%d", (int)pids[i]);
 		if (stat(path, &sb) != 0)

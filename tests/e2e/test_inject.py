@@ -425,8 +425,10 @@ def test_inject_into_a_forked_child_of_a_probed_parent_says_so(spawn, tmp_path):
     s = tmp_path / "forker.py"
     s.write_text(FORKER)
     p = spawn(str(s))
-    p.wait_out("child")
-    child = int(p.out().split("child")[1].split()[0])
+    # the whole line: unbuffered, print writes "child", the pid and the
+    # newline one by one
+    m = wait_for(lambda: re.search(r"child (\d+)\n", p.out()), 20, "the child's pid")
+    child = int(m.group(1))
     r = inject(child)
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert ("pid %d is a fork of pid %d and inherited its agent, which does not run in a "
