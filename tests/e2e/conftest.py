@@ -78,8 +78,13 @@ class Proc:
             return f.read()
 
     def wait_out(self, text, timeout=60):
-        return wait_for(lambda: text in self.out(), timeout,
-                        "%r in the workload's output" % text)
+        """Waits until a whole line of the output holds text: with
+        PYTHONUNBUFFERED a print writes its parts one by one, so a test
+        that then parses the line must not see half of it."""
+        def whole():
+            out = self.out()
+            return text in out[:out.rfind("\n") + 1]
+        return wait_for(whole, timeout, "%r in the workload's output" % text)
 
     def wait_agent(self, timeout=20):
         wait_for(lambda: agent_listening(self.pid) or self.p.poll() is not None,
