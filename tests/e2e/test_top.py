@@ -250,8 +250,10 @@ def test_top_batch_shows_steps_and_modules(spawn):
 
     def ready():
         r = probing("-t", p.pid, "top", "--batch")
+        # running with step 0 is right after the first step: wait for more
         return (r.returncode == 0 and "Net.encoder.0" in r.stdout and
-                state_of(r.stdout, p.pid) == "running" and r.stdout)
+                state_of(r.stdout, p.pid) == "running" and
+                step_of(r.stdout, p.pid) >= 1 and r.stdout)
     out = wait_for(ready, 30, "steps and modules in --batch", interval=0.2)
     assert step_of(out, p.pid) >= 1
     header = out[out.index("MODULE"):].splitlines()[0].split()
