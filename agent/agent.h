@@ -204,6 +204,10 @@ int tbl_ring_register(sqlite3 *, const struct tbl_ring_desc *, char **cause);
 /* xOpen for every table: a zeroed cursor of size bytes (its first member
  * is the sqlite3_vtab_cursor). */
 int tbl_cursor_open(size_t size, sqlite3_vtab_cursor **out);
+/* Registers module as modname and creates python.<table> with it; 0, or
+ * -1 with *cause. */
+int tbl_create(sqlite3 *db, const char *table, const char *modname,
+    const sqlite3_module *module, void *aux, char **cause);
 
 /* tbl-torch-trace.c */
 struct torch_trace_rec {

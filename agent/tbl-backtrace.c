@@ -292,20 +292,6 @@ static const sqlite3_module tbl_backtrace_module = {
 int
 tbl_backtrace_register(sqlite3 *db, char **cause)
 {
-	char *err = NULL;
-	int rc;
-
-	rc =
-	    sqlite3_create_module(db, "backtrace", &tbl_backtrace_module, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db,
-		    "CREATE VIRTUAL TABLE python.backtrace USING backtrace",
-		    NULL, NULL, &err);
-	if (rc != SQLITE_OK) {
-		cause_set(cause, "cannot create python.backtrace: %s",
-		    err != NULL ? err : sqlite3_errstr(rc));
-		sqlite3_free(err);
-		return -1;
-	}
-	return 0;
+	return tbl_create(
+	    db, "backtrace", "backtrace", &tbl_backtrace_module, NULL, cause);
 }

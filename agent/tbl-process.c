@@ -190,19 +190,6 @@ static const sqlite3_module tbl_process_module = {
 int
 tbl_process_register(sqlite3 *db, char **cause)
 {
-	char *err = NULL;
-	int rc;
-
-	rc = sqlite3_create_module(db, "process", &tbl_process_module, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db,
-		    "CREATE VIRTUAL TABLE python.process USING process", NULL,
-		    NULL, &err);
-	if (rc != SQLITE_OK) {
-		cause_set(cause, "cannot create python.process: %s",
-		    err != NULL ? err : sqlite3_errstr(rc));
-		sqlite3_free(err);
-		return -1;
-	}
-	return 0;
+	return tbl_create(
+	    db, "process", "process", &tbl_process_module, NULL, cause);
 }

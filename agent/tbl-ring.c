@@ -101,6 +101,27 @@ tbl_cursor_open(size_t size, sqlite3_vtab_cursor **out)
 	return SQLITE_OK;
 }
 
+int
+tbl_create(sqlite3 *db, const char *table, const char *modname,
+    const sqlite3_module *module, void *aux, char **cause)
+{
+	char sql[160];
+	int rc;
+
+	rc = sqlite3_create_module(db, modname, module, aux);
+	if (rc == SQLITE_OK) {
+		snprintf(sql, sizeof sql,
+		    "CREATE VIRTUAL TABLE python.%s USING %s", table, modname);
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK) {
+		cause_set(cause, "cannot create table python.%s: %s", table,
+		    sqlite3_errmsg(db));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 tbl_ring_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out)
 {
@@ -230,21 +251,9 @@ static const sqlite3_module tbl_ring_module = {
 int
 tbl_ring_register(sqlite3 *db, const struct tbl_ring_desc *desc, char **cause)
 {
-	char modname[64], sql[128];
-	int rc;
+	char modname[64];
 
 	snprintf(modname, sizeof modname, "ring_%s", desc->name);
-	rc = sqlite3_create_module(db, modname, &tbl_ring_module, (void *)desc);
-	if (rc == SQLITE_OK) {
-		snprintf(sql, sizeof sql,
-		    "CREATE VIRTUAL TABLE python.%s USING %s", desc->name,
-		    modname);
-		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-	}
-	if (rc != SQLITE_OK) {
-		cause_set(cause, "cannot create table python.%s: %s",
-		    desc->name, sqlite3_errmsg(db));
-		return -1;
-	}
-	return 0;
+	return tbl_create(
+	    db, desc->name, modname, &tbl_ring_module, (void *)desc, cause);
 }

@@ -384,35 +384,31 @@ static void
 cmd_hang_print(FILE *f, json_t *d)
 {
 	json_t *c = json_object_get(d, "collective"), *w, *v;
-	char ranks[512];
+	char ranks[512], who[560];
 	size_t i;
 
 	stack_merge_ranges(json_object_get(d, "waiting"), ranks, sizeof ranks);
+	snprintf(who, sizeof who, "%s %s %s",
+	    json_array_size(json_object_get(d, "waiting")) > 1 ? "ranks"
+							       : "rank",
+	    ranks,
+	    json_array_size(json_object_get(d, "waiting")) > 1 ? "wait"
+							       : "waits");
 	if (!json_is_true(json_object_get(d, "hung"))) {
 		fprintf(f,
 		    "no hang: no rank has waited in a collective while "
 		    "another was elsewhere\n");
 	} else if (c != NULL && json_object_get(c, "from") != NULL) {
 		fprintf(f,
-		    "hang: rank%s %s wait%s in %s called at %s (seen in "
+		    "hang: %s in %s called at %s (seen in "
 		    "their stacks: the call began before probing came)\n",
-		    json_array_size(json_object_get(d, "waiting")) > 1 ? "s"
-								       : "",
-		    ranks,
-		    json_array_size(json_object_get(d, "waiting")) > 1 ? ""
-								       : "s",
-		    cmd_hang_str(c, "op") ?: "?",
+		    who, cmd_hang_str(c, "op") ?: "?",
 		    cmd_hang_str(c, "site") ?: "?");
 	} else if (c != NULL) {
 		fprintf(f,
-		    "hang: rank%s %s wait%s in %s (group %s of %lld, "
+		    "hang: %s in %s (group %s of %lld, "
 		    "seq %lld) called at %s",
-		    json_array_size(json_object_get(d, "waiting")) > 1 ? "s"
-								       : "",
-		    ranks,
-		    json_array_size(json_object_get(d, "waiting")) > 1 ? ""
-								       : "s",
-		    cmd_hang_str(c, "op") ?: "?",
+		    who, cmd_hang_str(c, "op") ?: "?",
 		    cmd_hang_str(c, "group") ?: "?",
 		    (long long)cmd_hang_int(c, "group_size", -1),
 		    (long long)cmd_hang_int(c, "seq", -1),
@@ -423,14 +419,10 @@ cmd_hang_print(FILE *f, json_t *d)
 		fputc('\n', f);
 	} else {
 		fprintf(f,
-		    "hang: rank%s %s wait%s in torch.distributed / "
+		    "hang: %s in torch.distributed / "
 		    "c10d code (a collective issued from C++, e.g. "
 		    "DDP's reducer)\n",
-		    json_array_size(json_object_get(d, "waiting")) > 1 ? "s"
-								       : "",
-		    ranks,
-		    json_array_size(json_object_get(d, "waiting")) > 1 ? ""
-								       : "s");
+		    who);
 	}
 	json_array_foreach(json_object_get(d, "not_waiting"), i, w)
 	{
