@@ -150,18 +150,57 @@ def test_inject_into_c_call_holding_the_gil(spawn, tmp_path):
     assert r.returncode == 1 and "could not take the GIL" in r.stderr
 
 
+EMBED = """
+import os, threading, time
+value = 'embedded'
+def embedded_worker():
+    while True:
+        time.sleep(0.05)
+threading.Thread(target=embedded_worker, daemon=True).start()
+print('ready', os.getpid(), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def build_embed_host(tmp_path):
+    """tests/workloads/embed-host.c built against the target interpreter's
+    shared libpython (what a program embedding Python links), as the
+    interpreter's own sysconfig describes it."""
+    cfg = subprocess.run([PY, "-c", "import sysconfig as s; v = s.get_config_var; "
+                          "print(s.get_paths()['include']); print(v('LIBDIR')); "
+                          "print(v('LDVERSION'))"],
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    inc, libdir, ldver = cfg[:3]
+    host = str(tmp_path / "embed-host")
+    src = os.path.join(ROOT, "tests", "workloads", "embed-host.c")
+    r = subprocess.run(["cc", "-O1", "-I" + inc, "-o", host, src, "-L" + libdir,
+                        "-lpython" + ldver, "-Wl,-rpath," + libdir],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return host
+
+
 def test_inject_embedded_shared_libpython(spawn, tmp_path):
     s = tmp_path / "e.py"
-    s.write_text("import os, time\nvalue = 'embedded'\nprint('ready', os.getpid(), flush=True)\n"
-                 "while True:\n    time.sleep(0.05)\n")
-    host = os.path.join(BUILD, "embed-host")
-    maps_lib = None
-    p = spawn(None, probing=None, wait=False, argv=[host, str(s)])
+    s.write_text(EMBED)
+    p = spawn(None, probing=None, wait=False, argv=[build_embed_host(tmp_path), str(s)])
     p.wait_out("ready")
-    maps_lib = [l for l in open("/proc/%d/maps" % p.pid) if "libpython3" in l]
-    assert maps_lib, "the host should map a shared libpython"
+    maps = open("/proc/%d/maps" % p.pid).read()
+    assert "libpython%s" % PYVER in maps, "the host should map a shared libpython " + PYVER
     assert_injected(p)
     assert probing("-t", p.pid, "eval", "value").stdout == "'embedded'\n"
+    assert probing("-t", p.pid, "query", "SELECT 7").stdout.split()[-1] == "7"
+    bt = probing("-t", p.pid, "backtrace")
+    assert bt.returncode == 0, bt.stderr
+    assert "embedded_worker (%s:" % s in bt.stdout
+    # the main thread's Python frames sit between the embedding program's
+    # call into libpython and the sleep, in call order
+    main = bt.stdout.split("\n\n")[0]
+    order = [main.find(w) for w in ("clock_nanosleep", "<module> (%s:" % s,
+                                    "PyRun_SimpleFileExFlags", "[embed-host+")]
+    assert -1 not in order and order == sorted(order), main
+    assert p.p.poll() is None
 
 
 def test_inject_again_is_a_noop_that_applies_settings(spawn):

@@ -25,8 +25,11 @@ for name in $ROOT_NAMES; do
 	trap - EXIT INT TERM
 	tail -2 "$out/bench-$name.log" | sed "s/^| /| $name | /; 1s/^| $name | python/| where | python/" >>"$out/bench.md"
 done
-(cd "$src" && PROBING_TEST_PYTHON=$ROOTS/venv-torch213/bin/python python3 tests/bench/bench-matrix.py "$n") \
-	>"$out/bench-host.log" 2>&1 || { tail -5 "$out/bench-host.log" >&2; die "bench on the host venv failed"; }
-tail -1 "$out/bench-host.log" | sed "s/^| /| host venv | /" >>"$out/bench.md"
+for v in host pyenv; do
+	[ -x "$ROOTS/venv-$v/bin/python" ] || continue
+	(cd "$src" && PROBING_TEST_PYTHON=$ROOTS/venv-$v/bin/python python3 tests/bench/bench-matrix.py "$n") \
+		>"$out/bench-$v.log" 2>&1 || { tail -5 "$out/bench-$v.log" >&2; die "bench on the $v venv failed"; }
+	tail -1 "$out/bench-$v.log" | sed "s/^| /| $v venv | /" >>"$out/bench.md"
+done
 # one header
 awk 'NR == 1 || !/^\| where/' "$out/bench.md" | sed '1a| --- | --- | --- | --- | --- | --- | --- | --- | --- |'

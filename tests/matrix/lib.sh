@@ -18,12 +18,24 @@ ROOT_PKGS="gcc make pkg-config libevent-dev libsqlite3-dev libjansson-dev
 
 die() { echo "probing-matrix: $*" >&2; exit 1; }
 
+# Takes root $1's lock (held until root_umount or exit): two matrix, bench,
+# roots or install-root runs on one root would replace each other's build
+# and unmount /proc under each other.
+root_lock() {
+	[ "${ROOT_LOCKED:-}" = "$1" ] && return 0
+	mkdir -p "$(dirname "$1")"
+	exec 9>"$1.lock"
+	flock -w "${ROOT_LOCK_WAIT:-3600}" 9 || die "$1 is in use by another run (lock $1.lock)"
+	ROOT_LOCKED=$1
+}
+
 # Mounts what programs in root $1 need from the host: /proc (torch reads
 # /proc/cpuinfo; the injector reads /proc/PID), /sys, /dev with /dev/pts and
 # /dev/shm (the tests drive ptys; DataLoader uses shared memory). /tmp stays
 # the root's own: the tests need no file shared with the host, since pids
 # and abstract sockets already are (a chroot changes neither namespace).
 root_mount() {
+	root_lock "$1"
 	# The root on a mount of its own, so that / in it is a mount point
 	# (unshare -m --propagation and ip netns change /'s propagation).
 	mountpoint -q "$1" || mount --bind "$1" "$1" || die "cannot bind-mount $1 on itself"
@@ -38,10 +50,15 @@ root_mount() {
 	done
 }
 
-# Undoes root_mount; quiet when nothing is mounted.
+# Undoes root_mount and drops the lock; does nothing to a root this run
+# has not locked (another run's mounts).
 root_umount() {
-	mountpoint -q "$1" || return 0
-	umount -R "$1" 2>/dev/null || umount -lR "$1"
+	[ "${ROOT_LOCKED:-}" = "$1" ] || return 0
+	if mountpoint -q "$1"; then
+		umount -R "$1" 2>/dev/null || umount -lR "$1"
+	fi
+	exec 9>&-
+	ROOT_LOCKED=
 	return 0
 }
 
@@ -88,7 +105,7 @@ root_sh() {
 	shift
 	chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 		HOME=/root LANG=C.UTF-8 TERM=${TERM:-xterm} DEBIAN_FRONTEND=noninteractive \
-		/bin/sh -c "$*"
+		/bin/sh -c "$*" 9>&-
 }
 
 # The python3.X interpreters root $1 has, newest last, one per line.

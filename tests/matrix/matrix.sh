@@ -1,9 +1,11 @@
 #!/bin/sh
 # make matrix: the end-to-end suite in each root (make roots) for each of
-# its python3.X, and on the host with torch 2.13 from PyPI in a venv. Prints
+# its python3.X, and on the host with torch 2.13 from PyPI in a venv of
+# Debian's python3 and one of the pyenv-built python3. Prints
 # one line per combination (passed, failed, skipped, seconds), the table in
 # .build/matrix/summary, and ends with `N passed, N failed`.
-# usage: tests/matrix/matrix.sh [NAME|host ...]   (default: every root and host)
+# usage: tests/matrix/matrix.sh [NAME|host|pyenv ...]   (default: all of them)
+# Exits 1 when any test failed or a combination's pytest did not run.
 # The tests: what a version or a torch can break (inject, backtrace with
 # the GIL-held hang, query and eval, repl, torch_trace with identical
 # losses, the Python API, the version checks); MATRIX_TESTS replaces the
@@ -66,35 +68,59 @@ run_root() {
 	trap - EXIT INT TERM
 }
 
-# The host's Debian python3 in a venv that sees the system's packages (pytest,
-# the user site the tests install into) with torch 2.13 from PyPI on top.
-run_host() {
-	# Outside the repository, beside the roots: a test hides the
-	# repository from its target, whose python this is.
-	venv=$ROOTS/venv-torch213
+# A venv of interpreter $2 (the system's packages visible: pytest, the user
+# site the tests install into) with torch 2.13 from PyPI on top, beside the
+# roots (outside the repository: a test hides the repository from its
+# target, whose python this is), tested as combination $1.
+run_venv() {
+	label=$1
+	venv=$ROOTS/venv-$1
 	t0=$(date +%s)
 	if ! "$venv/bin/python" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13"))' 2>/dev/null; then
 		rm -rf "$venv"
-		/usr/bin/python3 -m venv --system-site-packages "$venv"
-		"$venv/bin/pip" install -q torch==2.13.0 >"$out/venv.log" 2>&1 ||
-			{ tail -20 "$out/venv.log" >&2; die "pip install torch==2.13.0 failed (log: $out/venv.log)"; }
+		"$2" -m venv --system-site-packages "$venv" >"$out/$1-venv.log" 2>&1 &&
+			"$venv/bin/pip" install -q torch==2.13.0 >>"$out/$1-venv.log" 2>&1 ||
+			{ tail -20 "$out/$1-venv.log" >&2; die "venv on $2 with torch==2.13.0 failed (log: $out/$1-venv.log)"; }
 	fi
-	echo "host venv with torch 2.13: ready in $(($(date +%s) - t0)) s" | tee -a "$out/summary"
 	v=$("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')
+	echo "$1 venv on $2 ($v) with torch 2.13: ready in $(($(date +%s) - t0)) s" | tee -a "$out/summary"
 	t0=$(date +%s)
-	rm -f "$out/host.xml"
+	rm -f "$out/$1.xml"
 	# shellcheck disable=SC2086
 	(cd "$src" && PROBING_TEST_PYTHON=$venv/bin/python timeout "${MATRIX_TIMEOUT:-1500}" \
-		python3 -m pytest -q -p no:cacheprovider --junitxml "$out/host.xml" $TESTS $MATRIX_PYTEST) \
-		>"$out/host.log" 2>&1 || true
-	count "host venv python3 ($v, torch 2.13.0)" "$out/host.xml" $(($(date +%s) - t0))
+		python3 -m pytest -q -p no:cacheprovider --junitxml "$out/$1.xml" $TESTS $MATRIX_PYTEST) \
+		>"$out/$1.log" 2>&1 || true
+	count "$1 venv python3 ($v, torch 2.13.0)" "$out/$1.xml" $(($(date +%s) - t0))
 }
 
-for what in ${*:-$ROOT_NAMES host}; do
+# The pyenv-built interpreter (python3 on these machines' PATH): built with
+# --enable-shared, it links its own libpython3.X.so, unlike Debian's, whose
+# python3 has libpython linked in statically. MATRIX_PYENV names another.
+pyenv_python() {
+	if [ -n "$MATRIX_PYENV" ]; then
+		echo "$MATRIX_PYENV"
+	elif command -v pyenv >/dev/null && [ -x "$(pyenv prefix 2>/dev/null)/bin/python3" ]; then
+		echo "$(pyenv prefix)/bin/python3"
+	fi
+}
+
+run_pyenv() {
+	py=$(pyenv_python)
+	if [ -z "$py" ]; then
+		[ -n "$1" ] && die "no pyenv here (set MATRIX_PYENV=/path/to/python3)"
+		echo "pyenv: no pyenv interpreter on this machine; combination not run" | tee -a "$out/summary"
+		return 0
+	fi
+	run_venv pyenv "$py"
+}
+
+for what in ${*:-$ROOT_NAMES host pyenv}; do
 	case $what in
-	host) run_host ;;
+	host) run_venv host /usr/bin/python3 ;;
+	pyenv) run_pyenv "$*" ;;
 	*) run_root "$what" ;;
 	esac
 done
 echo "matrix: all in $(($(date +%s) - t_start)) s; logs in $out" | tee -a "$out/summary"
 echo "matrix: $total_p passed, $total_f failed"
+[ "$total_f" = 0 ]

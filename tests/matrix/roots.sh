@@ -28,6 +28,7 @@ make_root() {
 	t0=$(date +%s)
 	if [ -e "$dir" ]; then
 		echo "root $name: half made, removing $dir"
+		root_lock "$dir"
 		root_umount "$dir"
 		rm -rf --one-file-system "$dir"
 	fi
