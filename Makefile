@@ -147,6 +147,7 @@ agents:
 agent:
 	@[ -n "$(PYVER)" ] || { echo "probing: cannot run $(PYTHON)" >&2; exit 1; }
 	@[ -f "$(PYINC)/Python.h" ] || { echo "probing: no Python.h for python$(PYVER) in $(PYINC) (apt-get install python$(PYVER)-dev)" >&2; exit 1; }
+	@if $(PYTHON) -c 'import sys; sys.exit("t" not in sys.abiflags)'; then echo "probing: $(PYTHON) is a free-threaded build (python$(PYVER)t), which probing does not support" >&2; exit 1; fi
 	@$(MAKE) --no-print-directory $(AGENT_SO)
 
 probing: $(TUI_OBJ) $(INJ_OBJ) $(SHARED_OBJ)

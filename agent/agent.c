@@ -40,8 +40,8 @@ agent_check_python(char **cause)
 	}
 	if (py_layout_free_threaded()) {
 		cause_set(cause,
-		    "pid %d runs a free-threaded python %s, which probing does "
-		    "not support",
+		    "pid %d runs python %st, a free-threaded build, which "
+		    "probing does not support",
 		    (int)agent_pid, agent_pyver);
 		return -1;
 	}

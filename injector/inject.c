@@ -674,13 +674,32 @@ inject_basename(const char *path)
 }
 
 /*
+ * Whether the runtime at addr (_PyRuntime) says it is a free-threaded
+ * build: 3.13+ start it with _Py_DebugOffsets, the cookie "xdebugpy", the
+ * version and the free_threaded flag (the same first 24 bytes in 3.13 to
+ * 3.15). 0 when it publishes nothing (3.11, 3.12: no free-threaded build).
+ */
+static int
+inject_free_threaded(int memfd, uint64_t addr)
+{
+	unsigned char head[24];
+	uint64_t ft;
+
+	if (ptrace_mem_read(memfd, addr, head, sizeof head) != 0 ||
+	    memcmp(head, "xdebugpy", 8) != 0)
+		return 0;
+	memcpy(&ft, head + 16, sizeof ft);
+	return ft != 0;
+}
+
+/*
  * Read Py_Version (3.11+) from the object behind mapping m. Returns 0 with
  * *hex set, -1 when the object has none; *has_py tells whether it holds
- * the Python runtime at all.
+ * the Python runtime at all, *ft whether that is a free-threaded build.
  */
 static int
 inject_read_py_version(pid_t pid, int memfd, const struct maps *maps,
-    const struct maps_entry *m, uint64_t *hex, int *has_py)
+    const struct maps_entry *m, uint64_t *hex, int *has_py, int *ft)
 {
 	struct elf_file ef;
 	uint64_t base, v;
@@ -695,6 +714,8 @@ inject_read_py_version(pid_t pid, int memfd, const struct maps *maps,
 		*has_py = 1;
 		rc = 0;
 	}
+	if (elf_symbol(&ef, "_PyRuntime", &v) == 0)
+		*ft = inject_free_threaded(memfd, base + v);
 	elf_close(&ef);
 	return rc;
 }
@@ -705,9 +726,11 @@ injector_python_version(
 {
 	struct maps maps = { NULL, 0 };
 	const struct maps_entry *obj = NULL;
-	char exe[PATH_MAX], fn[64];
+	char exe[PATH_MAX], fn[64], ver[32] = "";
 	uint64_t hex = 0;
-	int maj = 0, min = 0, named = 0, has_py = 0, memfd = -1, rc = -1;
+	unsigned level;
+	int maj = 0, min = 0, named = 0, has_py = 0, ft = 0, memfd = -1;
+	int rc = -1;
 	ssize_t n;
 	size_t i;
 
@@ -748,25 +771,21 @@ injector_python_version(
 	}
 	memfd = inject_open_mem(pid, O_RDONLY, NULL);
 	if (obj != NULL && memfd >= 0 &&
-	    inject_read_py_version(pid, memfd, &maps, obj, &hex, &has_py) ==
-		0) {
+	    inject_read_py_version(
+		pid, memfd, &maps, obj, &hex, &has_py, &ft) == 0) {
 		maj = (int)((hex >> 24) & 0xff);
 		min = (int)((hex >> 16) & 0xff);
-		if (full != NULL && fulllen > 0) {
-			unsigned level = (unsigned)((hex >> 4) & 0xf);
-			unsigned serial = (unsigned)(hex & 0xf);
-
-			if (level == 0xf)
-				snprintf(full, fulllen, "%d.%d.%u", maj, min,
-				    (unsigned)((hex >> 8) & 0xff));
-			else
-				snprintf(full, fulllen, "%d.%d.%u%s%u", maj,
-				    min, (unsigned)((hex >> 8) & 0xff),
-				    level == 0xa       ? "a"
-					: level == 0xb ? "b"
-						       : "rc",
-				    serial);
-		}
+		level = (unsigned)((hex >> 4) & 0xf);
+		if (level == 0xf)
+			snprintf(ver, sizeof ver, "%d.%d.%u", maj, min,
+			    (unsigned)((hex >> 8) & 0xff));
+		else
+			snprintf(ver, sizeof ver, "%d.%d.%u%s%u", maj, min,
+			    (unsigned)((hex >> 8) & 0xff),
+			    level == 0xa       ? "a"
+				: level == 0xb ? "b"
+					       : "rc",
+			    (unsigned)(hex & 0xf));
 	} else if (!named) {
 		if (has_py)
 			cause_set(cause,
@@ -778,6 +797,19 @@ injector_python_version(
 			    cause, "pid %d is not a python process", (int)pid);
 		goto out;
 	}
+	if (ver[0] == '\0')
+		snprintf(ver, sizeof ver, "%d.%d", maj, min);
+	/* The agent reads the interpreter's structures as a build with the
+	 * GIL lays them out: a free-threaded one never gets it. */
+	if (ft) {
+		cause_set(cause,
+		    "pid %d runs python %st, a free-threaded build, which "
+		    "probing does not support",
+		    (int)pid, ver);
+		goto out;
+	}
+	if (full != NULL && fulllen > 0 && hex != 0)
+		snprintf(full, fulllen, "%s", ver);
 	*major = maj;
 	*minor = min;
 	rc = 0;

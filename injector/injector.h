@@ -72,7 +72,8 @@ int injector_maps_file(pid_t pid, const char *prefix, char *path, size_t len);
  * executable's name, or its Py_Version symbol) and, when Py_Version (3.11+)
  * can be read from the target, the full version ("3.11.2") in full; full is
  * set to "" when only major.minor is known. full may be NULL. Returns 0, or
- * -1 with *cause set ("pid N is not a python process").
+ * -1 with *cause set ("pid N is not a python process"; a free-threaded
+ * build, which the agent cannot serve, is refused here too).
  */
 int injector_python_version(pid_t pid, int *major, int *minor, char *full,
     size_t fulllen, char **cause);

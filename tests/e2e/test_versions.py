@@ -6,9 +6,17 @@ import json
 import os
 import subprocess
 
-from conftest import BUILD, PY, PYVER, agent_listening, probing, wait_for
+import pytest
+
+from conftest import (BUILD, PY, PYVER, ROOT, Proc, agent_listening, probing,
+                      wait_for)
 
 VER = tuple(int(x) for x in PYVER.split("."))
+# A free-threaded build (python3.14t: ABI tag "t"); the matrix builds one
+# in the sid root (tests/matrix/ft.sh). Probing refuses it.
+FREE_THREADED = "t" in subprocess.run(
+    [PY, "-c", "import sys; print(getattr(sys, 'abiflags', ''))"],
+    capture_output=True, text=True).stdout
 HOLD_GIL_SO = os.path.join(BUILD, "hold-gil.so")
 
 # A target that corrupts one offset its interpreter publishes about itself
@@ -126,9 +134,160 @@ def pep768_off_takes_ptrace(spawn, tmp_path):
     assert agent_listening(p.pid) and p.err() == ""
 
 
-if VER >= (3, 13):  # _PyRuntime.debug_offsets
+# A target that shows it goes on: a tick a line, nothing else, no error.
+TICKING = """
+import os, sys, time
+print("ready", os.getpid(), flush=True)
+n = 0
+while True:
+    n += 1
+    print("tick", n, flush=True)
+    time.sleep(0.05)
+"""
+
+# A program run with PROBING=1: its output and exit status are its own.
+PROGRAM = """
+import sys, threading
+t = threading.Thread(target=lambda: print("from a thread"))
+t.start()
+t.join()
+print("out", sum(range(10)))
+print("err", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def ft_version():
+    return subprocess.run([PY, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def ft_start(tmp_path, exe=PY):
+    s = tmp_path / "ticking.py"
+    s.write_text(TICKING)
+    p = Proc([exe, str(s)], dict(os.environ, PYTHONUNBUFFERED="1"))
+    p.wait_out("tick 1")
+    return p
+
+
+def ft_unharmed(p):
+    """The target runs on as before: not stopped, still ticking, its output
+    only its own, no agent in it and nothing of ours left behind."""
+    with open("/proc/%d/stat" % p.pid) as f:
+        state = f.read().rsplit(")", 1)[1].split()[0]
+    assert state not in ("T", "t"), "pid %d left stopped (%s)" % (p.pid, state)
+    out = p.out()
+    n = int(out[:out.rfind("\n")].split()[-1])
+    p.wait_out("tick %d" % (n + 2), timeout=30)
+    lines = p.out().splitlines()
+    assert lines[0] == "ready %d" % p.pid
+    assert lines[1:n + 2] == ["tick %d" % i for i in range(1, n + 2)]
+    assert p.err() == "" and p.alive()
+    with open("/proc/%d/maps" % p.pid) as f:
+        assert "libprobing" not in f.read()
+    assert not agent_listening(p.pid)
+    assert not os.path.exists("/tmp/probing-%d.remote.py" % p.pid)
+
+
+def inject_refuses_free_threaded(tmp_path, how, exe):
+    p = ft_start(tmp_path, exe)
+    try:
+        env = {"PROBING_INJECT": how} if how else None
+        r = probing("-t", p.pid, "inject", "-v", env=env)
+        assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr == ("probing: pid %d runs python %st, a free-threaded "
+                            "build, which probing does not support\n"
+                            % (p.pid, ft_version())), r.stderr
+        ft_unharmed(p)
+    finally:
+        p.kill()
+
+
+def ft_userbase(tmp_path):
+    """The package (no agent: none is built for a free-threaded python)
+    in a private user site of PY, as `make install` lays it out."""
+    env = dict(os.environ, PYTHONUSERBASE=str(tmp_path / "base"))
+    site = subprocess.run(
+        [PY, "-c", "import site; print(site.getusersitepackages())"],
+        env=env, capture_output=True, text=True, check=True).stdout.strip()
+    src = os.path.join(ROOT, "agent", "python")
+    os.makedirs(os.path.join(site, "probing"))
+    for rel in ["probing.pth"] + ["probing/" + f for f in
+                                  os.listdir(os.path.join(src, "probing"))
+                                  if f.endswith(".py")]:
+        with open(os.path.join(src, rel)) as a, open(os.path.join(site, rel), "w") as b:
+            b.write(a.read())
+    for k in list(env):
+        if k.startswith("PROBING"):
+            del env[k]
+    return env
+
+
+def probing_1_refuses_free_threaded_once(tmp_path):
+    s = tmp_path / "program.py"
+    s.write_text(PROGRAM)
+    env = ft_userbase(tmp_path)
+    plain = subprocess.run([PY, str(s)], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert plain.returncode == 3 and "probing" not in plain.stderr
+    for mode in ("1", "2"):
+        r = subprocess.run([PY, str(s)], env=dict(env, PROBING=mode),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 3 and r.stdout == plain.stdout, r
+        assert r.stderr == ("probing: python %st is a free-threaded build, which "
+                            "probing does not support; running without it\n"
+                            % ft_version()) + plain.stderr, r.stderr
+
+
+def agent_loaded_anyway_does_not_start(tmp_path):
+    """An agent that gets in all the same (an older probing, a hand-made
+    ctypes.CDLL) finds the build free-threaded at once and does nothing."""
+    agent = os.path.join(ROOT, "agent", "libprobing-%s.so" % PYVER)
+    assert os.path.exists(agent), "no agent built for python %s" % PYVER
+    log = tmp_path / "agent.log"
+    s = tmp_path / "load.py"
+    s.write_text("import ctypes, sys\nctypes.CDLL(sys.argv[1])\n" + TICKING)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PROBING_LOG=str(log))
+    p = Proc([PY, str(s), agent], env)
+    try:
+        p.wait_out("tick 3")
+        assert p.err() == "" and not agent_listening(p.pid)
+        assert ("agent not started: pid %d runs python %st, a free-threaded "
+                "build, which probing does not support" % (p.pid, ft_version())
+                ) in log.read_text()
+        assert p.alive()
+    finally:
+        p.kill()
+
+
+def agent_build_refused():
+    agent = os.path.join(ROOT, "agent", "libprobing-%s.so" % PYVER)
+    before = os.stat(agent).st_mtime_ns if os.path.exists(agent) else None
+    r = subprocess.run(["make", "-s", "-C", ROOT, "--no-print-directory",
+                        "agent", "PYTHON=" + PY], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == "", r
+    assert ("probing: %s is a free-threaded build (python%st), which probing "
+            "does not support\n" % (PY, PYVER)) in r.stderr, r.stderr
+    after = os.stat(agent).st_mtime_ns if os.path.exists(agent) else None
+    assert after == before
+
+
+if FREE_THREADED:
+    # Everything below needs the agent in the target: none of it applies.
+    test_inject_refuses_free_threaded = pytest.mark.parametrize(
+        "how", ["", "ptrace"])(pytest.mark.parametrize(
+            # the same build under a name without the "t"
+            "exe", [e for e in (PY, os.path.join(os.path.dirname(PY), "python" + PYVER))
+                    if os.path.exists(e)]
+        )(inject_refuses_free_threaded))
+    test_probing_1_refuses_free_threaded_once = probing_1_refuses_free_threaded_once
+    test_free_threaded_agent_loaded_anyway_does_not_start = \
+        agent_loaded_anyway_does_not_start
+    test_free_threaded_agent_build_refused = agent_build_refused
+elif VER >= (3, 13):  # _PyRuntime.debug_offsets
     test_frames_refused_when_the_layout_differs = frames_refused_when_the_layout_differs
-if VER >= (3, 14):  # sys.remote_exec
+if VER >= (3, 14) and not FREE_THREADED:  # sys.remote_exec
     test_inject_through_pep768 = inject_through_pep768
     test_inject_falls_back_to_ptrace_when_the_gil_is_wedged = \
         inject_falls_back_to_ptrace_when_the_gil_is_wedged

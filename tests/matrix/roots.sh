@@ -62,3 +62,7 @@ for name in ${*:-$ROOT_NAMES}; do
 	case " $ROOT_NAMES " in *" $name "*) ;; *) die "unknown root $name (known: $ROOT_NAMES)" ;; esac
 	make_root "$name"
 done
+
+# sid also gets a free-threaded python (ft.sh): the version tests check
+# that probing refuses it.
+case " ${*:-$ROOT_NAMES} " in *" sid "*) sh "$(dirname "$0")/ft.sh" ;; esac

@@ -518,6 +518,72 @@ test_not_python(void)
 	close(report);
 }
 
+/* What a free-threaded python 3.14.10 shows the injector, faked in this
+ * program (it links no libpython): Py_Version, and _PyRuntime starting
+ * with its _Py_DebugOffsets (cookie, version, free_threaded). */
+const uint64_t fake_py_version __asm__("Py_Version") = 0x030E0AF0;
+struct {
+	char cookie[8];
+	uint64_t version;
+	uint64_t free_threaded;
+} fake_runtime __asm__("_PyRuntime") = { "xdebugpy", 0x030E0AF0, 0 };
+
+/* A fork of this program whose runtime says free_threaded = ft. */
+static pid_t
+fake_python(uint64_t ft, int *report)
+{
+	int rp[2];
+	pid_t pid;
+
+	if (pipe2(rp, O_CLOEXEC) < 0)
+		exit(2);
+	pid = fork();
+	if (pid == 0) {
+		fake_runtime.free_threaded = ft;
+		if (write(rp[1], "ready\n", 6) != 6)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	track(pid);
+	close(rp[1]);
+	*report = rp[0];
+	return pid;
+}
+
+static void
+test_free_threaded(void)
+{
+	char want[160], line[64], full[32], *cause = NULL;
+	int report, rc, major = 0, minor = 0;
+	pid_t pid;
+
+	pid = fake_python(0, &report);
+	read_line(report, line, sizeof line, 10000);
+	rc = injector_python_version(
+	    pid, &major, &minor, full, sizeof full, &cause);
+	ok(rc == 0 && major == 3 && minor == 14 && strcmp(full, "3.14.10") == 0,
+	    "a python with the GIL is 3.14 (%s)", rc == 0 ? full : cause);
+	free(cause);
+	cause = NULL;
+	reap(pid);
+	close(report);
+	pid = fake_python(1, &report);
+	read_line(report, line, sizeof line, 10000);
+	rc = injector_python_version(
+	    pid, &major, &minor, full, sizeof full, &cause);
+	snprintf(want, sizeof want,
+	    "pid %d runs python 3.14.10t, a free-threaded build, which "
+	    "probing does not support",
+	    (int)pid);
+	ok(rc == -1 && cause != NULL && strcmp(cause, want) == 0,
+	    "a free-threaded python is refused (%s)", cause ? cause : "none");
+	free(cause);
+	ok(alive(pid), "and left running");
+	reap(pid);
+	close(report);
+}
+
 static void
 test_no_such_process(void)
 {
@@ -733,6 +799,7 @@ main(void)
 	test_libc_lock_wait();
 	test_embed_host();
 	test_not_python();
+	test_free_threaded();
 	test_no_such_process();
 	test_already_traced();
 	test_not_permitted();

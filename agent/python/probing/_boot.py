@@ -79,10 +79,12 @@ def load():
     or None (after one line on stderr)."""
     if "probing._core" in sys.modules:
         return sys.modules["probing._core"]
-    import sysconfig
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        _warn("python %d.%dt is a free-threaded build, which probing does "
-              "not support" % sys.version_info[:2])
+    if "t" in getattr(sys, "abiflags", ""):
+        # A free-threaded build (its ABI tag: python3.14t). The agent
+        # reads the interpreter's structures as a build with the GIL lays
+        # them out: it is never loaded here.
+        _warn("python %st is a free-threaded build, which probing does not "
+              "support; running without it" % sys.version.split()[0])
         return None
     path = _agent_path()
     if path is None:
