@@ -21,6 +21,9 @@ FT_PKGS="libffi-dev xz-utils"
 
 [ "$(id -u)" = 0 ] || die "building a free-threaded python in a root needs root (chroot, mount)"
 [ -f "$dir/$STAMP" ] || die "no sid root at $dir (make roots first)"
+trap 'root_umount "$dir"' EXIT
+trap 'exit 1' INT TERM
+root_lock "$dir"
 if [ -f "$dir$FT_STAMP" ]; then
 	echo "python-ft: reused ($dir$FT_PREFIX, made $(cat "$dir$FT_STAMP"))"
 	exit 0
@@ -28,10 +31,6 @@ fi
 t0=$(date +%s)
 log=$ROOTS/sid-ft.log
 rm -rf "$dir$FT_PREFIX" "$dir$FT_SRC"
-# Leave the root mounted if it was (someone else is using it).
-if mountpoint -q "$dir"; then mounted=1; else mounted=; fi
-trap '[ -n "$mounted" ] || root_umount "$dir"' EXIT
-trap 'exit 1' INT TERM
 root_mount "$dir"
 echo "python-ft: fetching Debian's python3.14 (or 3.13) source and building it in $dir$FT_PREFIX"
 # The source index goes to a list directory of its own: the root's apt

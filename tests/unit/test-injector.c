@@ -526,7 +526,9 @@ struct {
 	char cookie[8];
 	uint64_t version;
 	uint64_t free_threaded;
-} fake_runtime __asm__("_PyRuntime") = { "xdebugpy", 0x030E0AF0, 0 };
+} fake_runtime __asm__("_PyRuntime") = {
+	{ 'x', 'd', 'e', 'b', 'u', 'g', 'p', 'y' }, 0x030E0AF0, 0
+};
 
 /* A fork of this program whose runtime says free_threaded = ft. */
 static pid_t
