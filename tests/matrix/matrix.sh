@@ -63,6 +63,18 @@ run_root() {
 		cp "$dir/tmp/matrix.xml" "$out/$name-$p.xml" 2>/dev/null || :
 		count "$name $p ($v, torch $tv)" "$out/$name-$p.xml" $(($(date +%s) - t0))
 	done
+	# The free-threaded python ft.sh built, if any: its refusals (at
+	# inject, at PROBING=1 start, at build) are all that apply to it.
+	if [ -x "$dir/opt/python-ft/bin/python-ft" ]; then
+		v=$(root_sh "$dir" "/opt/python-ft/bin/python-ft -c 'import sys; print(sys.version.split()[0] + sys.abiflags)'")
+		t0=$(date +%s)
+		rm -f "$dir/tmp/matrix.xml"
+		root_sh "$dir" "cd /usr/src/probing && PROBING_TEST_PYTHON=/opt/python-ft/bin/python-ft \
+			timeout ${MATRIX_TIMEOUT:-1500} python3 -m pytest -q -p no:cacheprovider \
+			--junitxml /tmp/matrix.xml tests/e2e/test_versions.py" >"$out/$name-ft.log" 2>&1 || true
+		cp "$dir/tmp/matrix.xml" "$out/$name-ft.xml" 2>/dev/null || :
+		count "$name python-ft ($v, free-threaded)" "$out/$name-ft.xml" $(($(date +%s) - t0))
+	fi
 	root_install "$dir"
 	root_umount "$dir"
 	trap - EXIT INT TERM
