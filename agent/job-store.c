@@ -6,7 +6,10 @@
  * connection of our own (never the job's), with short timeouts, under
  * keys `probing/<rank>` holding {rank, host, addr, port, pid}. A plain
  * socket connect is tried first, so that a store that went away costs
- * the job's threads nothing while we hold the GIL.
+ * the job's threads nothing while we hold the GIL. The client asks for
+ * no libuv: libuv only matters to the store's server side, and torch built
+ * without it (Debian's 2.6) refuses a client that asks for it, the default
+ * since 2.4; torch before 2.2 has no such argument.
  *
  * Threads: publishing runs on a detached thread of its own that hands the
  * Python part to a py worker; reading runs on a request thread the same
@@ -30,8 +33,11 @@ static const char jobstore_src[] =
     "def _client(host, port, timeout):\n"
     "    socket.create_connection((host, port), timeout=timeout).close()\n"
     "    import torch.distributed as d\n"
-    "    return d.TCPStore(host, port, is_master=False,\n"
-    "                      timeout=timedelta(seconds=timeout))\n"
+    "    kw = dict(is_master=False, timeout=timedelta(seconds=timeout))\n"
+    "    try:\n"
+    "        return d.TCPStore(host, port, use_libuv=False, **kw)\n"
+    "    except TypeError:\n"
+    "        return d.TCPStore(host, port, **kw)\n"
     "def _addr(host, port):\n"
     "    try:\n"
     "        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"

@@ -16,8 +16,20 @@ PROBING = os.path.join(ROOT, "probing")
 PY = os.environ.get("PROBING_TEST_PYTHON", "/usr/bin/python3")
 PYVER = subprocess.run([PY, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                        capture_output=True, text=True).stdout.strip()
-# Whether PY can import torch (the workloads' interpreter, not pytest's).
-HAVE_TORCH = subprocess.run([PY, "-c", "import torch"], capture_output=True).returncode == 0
+# Whether PY can import torch (the workloads' interpreter, not pytest's),
+# and the environment its jobs need: a torch built without libuv (Debian's
+# 2.6) fails every env:// rendezvous unless USE_LIBUV=0, as its users set.
+_TORCH = subprocess.run([PY, "-c", """if 1:
+    import torch, torch.distributed as d
+    try:
+        d.TCPStore("127.0.0.1", 0, 1, True, use_libuv=True)
+    except RuntimeError as e:
+        print("no-libuv" if "libuv" in str(e) else "")
+    except TypeError:
+        pass
+"""], capture_output=True, text=True)
+HAVE_TORCH = _TORCH.returncode == 0
+TORCH_ENV = {"USE_LIBUV": "0"} if "no-libuv" in _TORCH.stdout else {}
 WORKLOADS = os.path.join(ROOT, "tests", "workloads")
 BUILD = os.path.join(ROOT, ".build", "tests")
 
@@ -114,7 +126,7 @@ def userbase(tmp_path_factory):
                         "PYSITE=" + site, "PYTHON=" + PY],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    env = dict(os.environ, PYTHONUSERBASE=base, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUSERBASE=base, PYTHONUNBUFFERED="1", **TORCH_ENV)
     for k in list(env):
         if k.startswith("PROBING"):
             del env[k]

@@ -13,8 +13,8 @@ ROOT_NAMES="trixie sid"
 # end-to-end suite needs (the same tools `make deps` installs on the host).
 ROOT_PKGS="gcc make pkg-config libevent-dev libsqlite3-dev libjansson-dev
   libunwind-dev libncurses-dev libedit-dev xxd python3-dev python3-pytest
-  python3-pexpect python3-torch tmux curl strace iproute2 procps psmisc
-  ca-certificates"
+  python3-pexpect python3-torch python3-venv promtool tmux curl strace
+  iproute2 procps psmisc ca-certificates"
 
 die() { echo "probing-matrix: $*" >&2; exit 1; }
 
