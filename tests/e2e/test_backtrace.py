@@ -151,7 +151,10 @@ def test_python_and_native_frames_merge_in_call_order(workload):
     i = index_of(frames, "park_forever")
     assert all(f["type"] == "Native" for f in frames[:i])
     assert funcs[i:i + 3] == ["park_forever", "shapes", "<module>"]
-    assert index_of(frames, "Py_RunMain") > i + 2
+    # Py_RunMain, or Py_BytesMain where it is inlined there (a build
+    # without --enable-shared, e.g. 3.12.5 from source)
+    start = [k for k, f in enumerate(funcs) if f in ("Py_RunMain", "Py_BytesMain")]
+    assert start and start[0] > i + 2, funcs
     # eval-loop frames are replaced by the Python frames they ran
     assert "_PyEval_EvalFrameDefault" not in funcs
     assert main["state"] == "idle in a syscall (clock_nanosleep)"

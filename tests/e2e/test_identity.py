@@ -5,7 +5,9 @@ import os
 import socket
 import subprocess
 
-from conftest import probing
+import pytest
+
+from conftest import HAVE_TORCH, PY, probing
 
 
 def process_row(pid):
@@ -46,7 +48,8 @@ def test_no_job_gives_nulls(spawn):
     assert row["rank"] is None and row["world_size"] is None and row["job"] is None
 
 
-def test_identity_follows_environ_and_torch_distributed(spawn, tmp_path):
+def rank_env_after_environ(spawn, tmp_path):
+    """rank_env.py once it has set RANK and friends in os.environ."""
     ctl = tmp_path / "ctl"
     p = spawn("rank_env.py", env={"RANK_CTL": str(ctl), "DIST_PORT": str(free_port())})
     p.wait_out("ready")
@@ -55,6 +58,16 @@ def test_identity_follows_environ_and_torch_distributed(spawn, tmp_path):
     p.wait_out("env set")
     row = process_row(p.pid)
     assert (row["rank"], row["world_size"], row["job"]) == (5, 8, "torchelastic:run-42")
+    return p, ctl
+
+
+def test_identity_follows_environ(spawn, tmp_path):
+    rank_env_after_environ(spawn, tmp_path)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="no torch for %s" % PY)
+def test_identity_follows_torch_distributed(spawn, tmp_path):
+    p, ctl = rank_env_after_environ(spawn, tmp_path)
     ctl.write_text("dist")
     p.wait_out("dist set", timeout=60)
     row = process_row(p.pid)
