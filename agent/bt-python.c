@@ -360,7 +360,6 @@ bt_py_index_add(struct bt_py *r, long tid, uintptr_t ts, int *cap)
 void
 bt_py_index(struct bt_py *r)
 {
-	PyInterpreterState is;
 	PyThreadState ts;
 	uintptr_t ia, ta;
 	int ni = 0, nt, cap = 0;
@@ -371,12 +370,16 @@ bt_py_index(struct bt_py *r)
 	if (bt_read(r, &ia, (uintptr_t)&_PyRuntime.interpreters.head,
 		sizeof ia) != 0)
 		return;
-	for (; ia != 0 && ni < 64; ia = (uintptr_t)is.next, ni++) {
-		if (bt_read(r, &is, ia, sizeof is) != 0)
+	/* An interpreter's two fields, not a copy of it: PyInterpreterState
+	 * is 100 to 380 KB (3.12's the largest), too much for the stack of
+	 * the thread that captures. */
+	for (; ia != 0 && ni < 64; ni++) {
+		if (bt_read(r, &ta,
+			ia + offsetof(PyInterpreterState, threads.head),
+			sizeof ta) != 0)
 			return;
 		nt = 0;
-		for (ta = (uintptr_t)is.threads.head;
-		     ta != 0 && nt < BT_TSTATE_MAX;
+		for (; ta != 0 && nt < BT_TSTATE_MAX;
 		     ta = (uintptr_t)ts.next, nt++) {
 			if (bt_read(r, &ts, ta, sizeof ts) != 0)
 				break;
@@ -384,6 +387,9 @@ bt_py_index(struct bt_py *r)
 				r, (long)ts.native_thread_id, ta, &cap) != 0)
 				return;
 		}
+		if (bt_read(r, &ia, ia + offsetof(PyInterpreterState, next),
+			sizeof ia) != 0)
+			return;
 	}
 }
 
