@@ -30,6 +30,8 @@ _TORCH = subprocess.run([PY, "-c", """if 1:
 """], capture_output=True, text=True)
 HAVE_TORCH = _TORCH.returncode == 0
 TORCH_ENV = {"USE_LIBUV": "0"} if "no-libuv" in _TORCH.stdout else {}
+# Marks a test whose workload imports torch (the matrix has Pythons without).
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="no torch for %s" % PY)
 WORKLOADS = os.path.join(ROOT, "tests", "workloads")
 BUILD = os.path.join(ROOT, ".build", "tests")
 

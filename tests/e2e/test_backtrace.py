@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, HAVE_TORCH, PY, Proc, ROOT, WORKLOADS, probing, wait_for
+from conftest import BUILD, PY, Proc, ROOT, WORKLOADS, needs_torch, probing, wait_for
 
 WORKLOAD = os.path.join(WORKLOADS, "bt-workload.py")
 WAITS = os.path.join(WORKLOADS, "bt-waits.py")
@@ -467,7 +467,7 @@ while True:
 """
 
 
-@pytest.mark.skipif(not HAVE_TORCH, reason="no torch for %s" % PY)
+@needs_torch
 def test_cpp_frames_are_demangled(spawn, tmp_path):
     s = tmp_path / "mm.py"
     s.write_text(TORCH_LOOP)

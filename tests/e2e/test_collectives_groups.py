@@ -4,7 +4,10 @@ group), and must never hand one group's to another."""
 import json
 import socket
 
-from conftest import PY, probing
+from conftest import PY, needs_torch, probing
+
+# every test here runs a torch.distributed job
+pytestmark = needs_torch
 
 SCRIPT = r"""
 import sys, time, torch, torch.distributed as dist

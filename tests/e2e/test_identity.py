@@ -5,9 +5,7 @@ import os
 import socket
 import subprocess
 
-import pytest
-
-from conftest import HAVE_TORCH, PY, probing
+from conftest import needs_torch, probing
 
 
 def process_row(pid):
@@ -65,7 +63,7 @@ def test_identity_follows_environ(spawn, tmp_path):
     rank_env_after_environ(spawn, tmp_path)
 
 
-@pytest.mark.skipif(not HAVE_TORCH, reason="no torch for %s" % PY)
+@needs_torch
 def test_identity_follows_torch_distributed(spawn, tmp_path):
     p, ctl = rank_env_after_environ(spawn, tmp_path)
     ctl.write_text("dist")

@@ -9,7 +9,10 @@ import tempfile
 
 import pytest
 
-from conftest import PROBING, PY, TORCH_ENV, WORKLOADS, Proc, agent_listening, probing, wait_for
+from conftest import PROBING, PY, Proc, TORCH_ENV, WORKLOADS, agent_listening, needs_torch, probing, wait_for
+
+# every test here runs a torch.distributed job
+pytestmark = needs_torch
 
 
 def free_port():

@@ -6,7 +6,10 @@ import os
 import re
 import signal
 
-from conftest import probing, wait_for
+from conftest import needs_torch, probing, wait_for
+
+# every test here runs a torch.distributed job
+pytestmark = needs_torch
 from test_job import start_job
 
 

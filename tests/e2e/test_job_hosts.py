@@ -10,7 +10,10 @@ import subprocess
 
 import pytest
 
-from conftest import PROBING, PY, WORKLOADS, Proc, wait_for
+from conftest import PROBING, PY, Proc, WORKLOADS, needs_torch, wait_for
+
+# every test here runs a torch.distributed job
+pytestmark = needs_torch
 
 TOKEN = "two-hosts-t0ken"
 AGENT_PORT = 9300  # + rank; the namespaces are new, so every port is free

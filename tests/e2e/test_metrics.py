@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import PY, WORKLOADS, probing, wait_for
+from conftest import PY, WORKLOADS, needs_torch, probing, wait_for
 
 TOKEN = "metrics-test-token"
 
@@ -65,6 +65,7 @@ def test_metrics_without_torch(spawn):
     assert p.alive() and "Traceback" not in p.err()
 
 
+@needs_torch
 def test_metrics_with_torch(spawn):
     p = spawn("train_torch.py", env={}, argv=[PY, os.path.join(
         WORKLOADS, "train_torch.py"), "--steps", "0", "--sleep", "0.01"])
@@ -94,6 +95,7 @@ def test_metrics_with_torch(spawn):
     assert p.alive()
 
 
+@needs_torch
 def test_metrics_tracing_disabled(spawn):
     p = spawn("train_torch.py", env={"PROBING_TORCH_PROFILING": "off"},
               argv=[PY, os.path.join(WORKLOADS, "train_torch.py"),
@@ -130,6 +132,7 @@ def prom_get(port, path, **params):
         return json.loads(f.read())
 
 
+@needs_torch
 @pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="prometheus is missing (make deps)")
 def test_prometheus_scrapes_two_jobs(spawn, tmp_path):
@@ -222,6 +225,7 @@ scrape_configs:
         assert j.alive(), j.err()
 
 
+@needs_torch
 def test_metrics_collectives_of_a_job(userbase):
     from test_job import start_job, stop_job
     p, pids, _ = start_job(userbase, "skip", odd=-1, world=2)

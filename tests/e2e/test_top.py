@@ -10,9 +10,8 @@ import tempfile
 
 import pytest
 
-from conftest import HAVE_TORCH, PROBING, PY, ROOT, WORKLOADS, probing, wait_for
+from conftest import PROBING, PY, ROOT, WORKLOADS, needs_torch, probing, wait_for
 
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="python3-torch missing")
 
 
 class Tmux:

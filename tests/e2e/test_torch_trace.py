@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from conftest import HAVE_TORCH, PY, WORKLOADS, probing, wait_for
+from conftest import PY, WORKLOADS, needs_torch, probing, wait_for
 
 TRAIN = os.path.join(WORKLOADS, "train_torch.py")
 
-pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="python3-torch missing")
+pytestmark = needs_torch
 
 
 def q(pid, sql):

@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from conftest import PY, ROOT, WORKLOADS, probing, wait_for  # noqa: F401
+from conftest import PY, ROOT, WORKLOADS, needs_torch, probing, wait_for  # noqa: F401
 
 VENV_PY = os.path.join(ROOT, ".build", "venv", "bin", "python")
 
@@ -27,6 +27,7 @@ def train(spawn, *extra, env=None):
         PY, os.path.join(WORKLOADS, "train_torch.py"), "--steps", "0"] + list(extra))
 
 
+@needs_torch
 def test_trace_steps_nest_module_calls(spawn, tmp_path):
     p = train(spawn, "--sleep", "0.01")
     p.wait_out("step 6", timeout=60)
@@ -56,6 +57,7 @@ def test_trace_steps_nest_module_calls(spawn, tmp_path):
     assert p.alive()
 
 
+@needs_torch
 def test_trace_empty_ring_is_a_valid_empty_file(spawn, tmp_path):
     p = spawn("idle.py")
     out = tmp_path / "empty.json"
@@ -69,6 +71,7 @@ def test_trace_empty_ring_is_a_valid_empty_file(spawn, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["traceEvents"] == []
 
 
+@needs_torch
 def test_trace_unwritable_output_is_a_clear_error(spawn, tmp_path):
     p = spawn("idle.py")
     r = probing("-t", p.pid, "trace", "-o", "/nonexistent/dir/t.json")
@@ -87,6 +90,7 @@ def test_trace_usage_errors():
     assert r.returncode == 2 and "no target" in r.stderr
 
 
+@needs_torch
 def test_trace_10000_rows(spawn, tmp_path):
     p = train(spawn, env={"PROBING_TORCH_PROFILING": "on"})
     def rows():
@@ -107,6 +111,7 @@ def test_trace_10000_rows(spawn, tmp_path):
     assert p.alive()
 
 
+@needs_torch
 def test_trace_of_a_job_has_a_process_per_rank_and_collectives(userbase, tmp_path):
     from test_job import start_job, stop_job
     p, pids, _ = start_job(userbase, "skip", odd=-1, world=2)

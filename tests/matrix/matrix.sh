@@ -80,54 +80,74 @@ run_root() {
 }
 
 # A venv of interpreter $2 (the system's packages visible: pytest, the user
-# site the tests install into) with torch 2.13 from PyPI on top, beside the
-# roots (outside the repository: a test hides the repository from its
-# target, whose python this is), tested as combination $1.
+# site the tests install into), with torch 2.13 from PyPI on top when $3 is
+# "torch" (the CPU wheel on these machines' disk is for 3.11: another
+# Python would pull a CUDA build of several GB), beside the roots (outside
+# the repository: a test hides the repository from its target, whose
+# python this is), tested as combination $1.
 run_venv() {
-	label=$1
 	venv=$ROOTS/venv-$1
 	t0=$(date +%s)
-	if ! "$venv/bin/python" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13"))' 2>/dev/null; then
+	check='import sys'
+	[ "$3" = torch ] && check='import torch, sys; sys.exit(not torch.__version__.startswith("2.13"))'
+	if ! "$venv/bin/python" -c "$check" 2>/dev/null ||
+		! [ "$("$venv/bin/python" -c 'import sys; print(sys._base_executable)')" -ef "$2" ]; then
 		rm -rf "$venv"
-		"$2" -m venv --system-site-packages "$venv" >"$out/$1-venv.log" 2>&1 &&
+		"$2" -m venv --system-site-packages "$venv" >"$out/$1-venv.log" 2>&1 ||
+			{ tail -20 "$out/$1-venv.log" >&2; die "venv on $2 failed (log: $out/$1-venv.log)"; }
+		if [ "$3" = torch ]; then
 			"$venv/bin/pip" install -q torch==2.13.0 >>"$out/$1-venv.log" 2>&1 ||
-			{ tail -20 "$out/$1-venv.log" >&2; die "venv on $2 with torch==2.13.0 failed (log: $out/$1-venv.log)"; }
+				{ tail -20 "$out/$1-venv.log" >&2; die "pip install torch==2.13.0 on $2 failed (log: $out/$1-venv.log)"; }
+		fi
 	fi
 	v=$("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')
-	echo "$1 venv on $2 ($v) with torch 2.13: ready in $(($(date +%s) - t0)) s" | tee -a "$out/summary"
+	tv=$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none)
+	echo "$1 venv on $2 ($v, torch $tv): ready in $(($(date +%s) - t0)) s" | tee -a "$out/summary"
 	t0=$(date +%s)
 	rm -f "$out/$1.xml"
 	# shellcheck disable=SC2086
 	(cd "$src" && PROBING_TEST_PYTHON=$venv/bin/python timeout "${MATRIX_TIMEOUT:-1500}" \
 		python3 -m pytest -q -p no:cacheprovider --junitxml "$out/$1.xml" $TESTS $MATRIX_PYTEST) \
 		>"$out/$1.log" 2>&1 || true
-	count "$1 venv python3 ($v, torch 2.13.0)" "$out/$1.xml" $(($(date +%s) - t0))
+	count "$1 venv ($v, torch $tv)" "$out/$1.xml" $(($(date +%s) - t0))
 }
 
-# The pyenv-built interpreter (python3 on these machines' PATH): built with
-# --enable-shared, it links its own libpython3.X.so, unlike Debian's, whose
-# python3 has libpython linked in statically. MATRIX_PYENV names another.
-pyenv_python() {
+# The pyenv-built interpreters, 3.11 and later (python3 on these machines'
+# PATH is pyenv's 3.11; it also has 3.12 and 3.13.0): built with
+# --enable-shared, each links its own libpython3.X.so, unlike Debian's,
+# whose python3 has libpython linked in statically. MATRIX_PYENV names
+# others (python3 paths, space-separated).
+pyenv_pythons() {
 	if [ -n "$MATRIX_PYENV" ]; then
 		echo "$MATRIX_PYENV"
-	elif command -v pyenv >/dev/null && [ -x "$(pyenv prefix 2>/dev/null)/bin/python3" ]; then
-		echo "$(pyenv prefix)/bin/python3"
+		return
 	fi
+	command -v pyenv >/dev/null || return 0
+	for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.[0-9]+\.[0-9]+$' | sort -t. -k2 -n); do
+		[ "$(echo "$v" | cut -d. -f2)" -ge 11 ] && echo "$(pyenv root)/versions/$v/bin/python3"
+	done
 }
 
 run_pyenv() {
-	py=$(pyenv_python)
-	if [ -z "$py" ]; then
+	pys=$(pyenv_pythons)
+	if [ -z "$pys" ]; then
 		[ -n "$1" ] && die "no pyenv here (set MATRIX_PYENV=/path/to/python3)"
 		echo "pyenv: no pyenv interpreter on this machine; combination not run" | tee -a "$out/summary"
 		return 0
 	fi
-	run_venv pyenv "$py"
+	for py in $pys; do
+		v=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+		if [ "$v" = 3.11 ]; then
+			run_venv "pyenv-$v" "$py" torch
+		else
+			run_venv "pyenv-$v" "$py"
+		fi
+	done
 }
 
 for what in ${*:-$ROOT_NAMES host pyenv}; do
 	case $what in
-	host) run_venv host /usr/bin/python3 ;;
+	host) run_venv host /usr/bin/python3 torch ;;
 	pyenv) run_pyenv "$*" ;;
 	*) run_root "$what" ;;
 	esac
