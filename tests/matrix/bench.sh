@@ -1,7 +1,7 @@
 #!/bin/sh
 # make bench-matrix: tests/bench/bench-matrix.py on each root's default
-# python3 (after make matrix built probing there) and on the host's torch
-# 2.13 venv; prints one table (.build/matrix/bench.md).
+# python3 (after make matrix built probing there) and on each venv the
+# matrix made (the host's and pyenv's); prints one table (.build/matrix/bench.md).
 # usage: tests/matrix/bench.sh [N]
 set -e
 . "$(dirname "$0")/lib.sh"
@@ -25,9 +25,10 @@ for name in $ROOT_NAMES; do
 	trap - EXIT INT TERM
 	tail -2 "$out/bench-$name.log" | sed "s/^| /| $name | /; 1s/^| $name | python/| where | python/" >>"$out/bench.md"
 done
-for v in host pyenv; do
-	[ -x "$ROOTS/venv-$v/bin/python" ] || continue
-	(cd "$src" && PROBING_TEST_PYTHON=$ROOTS/venv-$v/bin/python python3 tests/bench/bench-matrix.py "$n") \
+for venv in "$ROOTS"/venv-*/; do
+	v=$(basename "$venv" | sed 's/^venv-//')
+	[ -x "$venv/bin/python" ] || continue
+	(cd "$src" && PROBING_TEST_PYTHON=$venv/bin/python python3 tests/bench/bench-matrix.py "$n") \
 		>"$out/bench-$v.log" 2>&1 || { tail -5 "$out/bench-$v.log" >&2; die "bench on the $v venv failed"; }
 	tail -1 "$out/bench-$v.log" | sed "s/^| /| $v venv | /" >>"$out/bench.md"
 done
