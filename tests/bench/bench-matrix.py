@@ -7,7 +7,6 @@ step with torch_trace on against the same loop without the agent.
 Run: PROBING_TEST_PYTHON=/path/to/python3.X /usr/bin/python3
 tests/bench/bench-matrix.py [N] (default N=7 of each); make matrix runs it
 in every root (MATRIX_BENCH=1). Medians, ms."""
-import os
 import subprocess
 import sys
 import time

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import PROBING, PY, ROOT, start, stop, table, userbase  # noqa: E402
+from benchlib import PROBING, PY, start, stop, table, userbase  # noqa: E402
 
 WORKLOAD = r"""
 import os, time, torch

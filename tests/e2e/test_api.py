@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import PY, probing, wait_for
+from conftest import PY, probing
 
 
 def client(userbase, code, env=None, extra_path=None):

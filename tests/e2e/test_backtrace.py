@@ -5,12 +5,11 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import BUILD, PY, Proc, ROOT, WORKLOADS, needs_torch, probing, wait_for
+from conftest import BUILD, PY, Proc, WORKLOADS, needs_torch, probing, wait_for
 
 WORKLOAD = os.path.join(WORKLOADS, "bt-workload.py")
 WAITS = os.path.join(WORKLOADS, "bt-waits.py")

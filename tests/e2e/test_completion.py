@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import PROBING, ROOT, probing, wait_for
+from conftest import ROOT, probing, wait_for
 
 
 def script(shell, tmp_path):

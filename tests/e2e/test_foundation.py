@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, PY, PYVER, WORKLOADS, agent_listening, probing, wait_for
+from conftest import BUILD, PY, PYVER, agent_listening, probing, wait_for
 
 
 def curl(pid, path, data=None, headers=(), port=None):

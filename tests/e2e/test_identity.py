@@ -1,7 +1,6 @@
 """The process's place in its job: python.process and /identity, read
 when asked (the job may set its rank after the agent came)."""
 import json
-import os
 import socket
 import subprocess
 

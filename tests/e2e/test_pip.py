@@ -7,7 +7,7 @@ import os
 import subprocess
 import zipfile
 
-from conftest import PY, ROOT, WORKLOADS, Proc, agent_listening, wait_for
+from conftest import PY, ROOT, WORKLOADS, Proc, agent_listening
 
 PYVER = "%d.%d" % tuple(map(int, subprocess.run(
     [PY, "-c", "import sys; print('%d %d' % sys.version_info[:2])"],
