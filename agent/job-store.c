@@ -7,9 +7,9 @@
  * keys `probing/<rank>` holding {rank, host, addr, port, pid}. A plain
  * socket connect is tried first, so that a store that went away costs
  * the job's threads nothing while we hold the GIL. The client asks for
- * no libuv: libuv only matters to the store's server side, and torch built
- * without it (Debian's 2.6) refuses a client that asks for it, the default
- * since 2.4; torch before 2.2 has no such argument.
+ * no libuv: libuv only matters to the store's server side, and torch
+ * built without it (Debian's 2.6 and 2.14) refuses a client that asks for
+ * it, the default since 2.4; torch before 2.2 has no such argument.
  *
  * Threads: publishing runs on a detached thread of its own that hands the
  * Python part to a py worker; reading runs on a request thread the same

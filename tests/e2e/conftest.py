@@ -17,7 +17,8 @@ PYVER = subprocess.run([PY, "-c", "import sys; print('%d.%d' % sys.version_info[
                        capture_output=True, text=True).stdout.strip()
 # Whether PY can import torch (the workloads' interpreter, not pytest's),
 # and the environment its jobs need: a torch built without libuv (Debian's
-# 2.6) fails every env:// rendezvous unless USE_LIBUV=0, as its users set.
+# 2.6 and 2.14) fails every env:// rendezvous unless USE_LIBUV=0, as its
+# users set.
 _TORCH = subprocess.run([PY, "-c", """if 1:
     import torch, torch.distributed as d
     try:

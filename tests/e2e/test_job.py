@@ -35,7 +35,7 @@ def start_job(userbase, mode="skip", odd=2, after=20, world=4, launch="spawn", j
     if launch == "torchrun" and TORCH_ENV.get("USE_LIBUV") == "0":
         # its rendezvous makes a TCPStore asking for libuv whatever the
         # environment says: no torchrun job can start on such a torch
-        pytest.skip("torchrun cannot start on a torch built without libuv (Debian's 2.6)")
+        pytest.skip("torchrun cannot start on a torch built without libuv (Debian's 2.6 and 2.14)")
     if launch == "torchrun":
         # Debian's torch 1.13 on Python 3.11 cannot parse the default
         # --redirects 0 (IntFlag iteration changed); 1 with --tee 1 works.
