@@ -337,6 +337,24 @@ torch_clock_tick(PyObject *m)
 		torch_clk.root_calls++;
 }
 
+/* The clock module is m after all: its call, now ending, began before the
+ * hooks went in, so the module first seen at the top was inside it (left
+ * as the root, steps would stop counting). That call was step 0. */
+void
+torch_clock_reroot(PyObject *m)
+{
+	PyObject *wr;
+
+	if (torch_clk.optim_mode || torch_clk.root_calls > 1)
+		return;
+	if ((wr = PyWeakref_NewRef(m, NULL)) == NULL) {
+		PyErr_Clear();
+		return;
+	}
+	Py_XSETREF(torch_clk.root, wr);
+	torch_clk.root_calls = 1;
+}
+
 int
 torch_sampled(int64_t step)
 {

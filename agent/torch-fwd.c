@@ -273,8 +273,13 @@ torch_fwd_post(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 		if (t->st[i].frame == frame && t->st[i].module == args[0])
 			break;
 	}
-	if (i < 0)
+	if (i < 0) {
+		/* A call that began before the hooks went in (they go in on
+		 * another thread, maybe mid-forward) encloses all we saw. */
+		if (t->n == 0)
+			torch_clock_reroot(args[0]);
 		Py_RETURN_NONE;
+	}
 	f = t->st[i];
 	t->n = i;
 	if (!f.sampled || !torch_st.installed)

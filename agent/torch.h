@@ -83,6 +83,7 @@ int64_t torch_step(void);
 /* At every outermost module call m: runs on_root, and before any
  * optimizer step counts m's calls if m is the clock module (the first
  * outermost module seen, replaced when it dies). */
+void torch_clock_reroot(PyObject *m);
 void torch_clock_tick(PyObject *m);
 /* Whether step is traced, decided once per step (numbering its rows from
  * 0): step s when ceil((s+1)*rate) > ceil(s*rate), i.e. exactly rate of
