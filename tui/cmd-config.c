@@ -27,10 +27,7 @@ cmd_config_rows(
 			json_object_get(k, "default"),
 			json_object_get(k, "help")));
 	}
-	if (ctx->ntargets == 1)
-		*all = json_incref(result);
-	else
-		fmt_merge_target(all, result, ep->name);
+	cmd_merge_rows(ctx, ep, result, all);
 	json_decref(result);
 	return 0;
 }

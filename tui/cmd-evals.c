@@ -42,20 +42,6 @@ cmd_evals_cancel(struct cmd_ctx *ctx, long id)
 	return 0;
 }
 
-/* Adds one target's evals to the table being made. */
-static int
-cmd_evals_rows(
-    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
-{
-	json_t **merged = arg;
-
-	if (ctx->ntargets == 1)
-		*merged = json_incref(r);
-	else
-		fmt_merge_target(merged, r, ep->name);
-	return 0;
-}
-
 static const struct option cmd_evals_longopts[] = {
 	{ "cancel", required_argument, NULL, 'c' },
 	{ NULL, 0, NULL, 0 },
@@ -91,7 +77,7 @@ cmd_evals_exec(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_evals_cancel(ctx, cancel);
 	}
 	failed = cmd_each_target(ctx, CMD_EACH_FANOUT, "GET", PROTO_EVALS, NULL,
-	    cmd_evals_rows, &merged);
+	    cmd_merge_rows, &merged);
 	if (merged != NULL) {
 		fmt_print(stdout, (enum fmt_kind)fmt, merged);
 		json_decref(merged);

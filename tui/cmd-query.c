@@ -7,20 +7,6 @@
 #include "xmalloc.h"
 #include "tui.h"
 
-/* Adds one target's rows to the result being made. */
-static int
-cmd_query_merge(
-    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *r, void *arg)
-{
-	json_t **merged = arg;
-
-	if (ctx->ntargets == 1)
-		*merged = json_incref(r);
-	else
-		fmt_merge_target(merged, r, ep->name);
-	return 0;
-}
-
 /* Runs sql on every target; returns the merged result (a first "target"
  * column when there are several) or NULL after printing the errors. */
 json_t *
@@ -29,7 +15,7 @@ cmd_query_run(struct cmd_ctx *ctx, const char *sql, int *failed)
 	json_t *body = json_pack("{s:s}", "sql", sql), *merged = NULL;
 
 	*failed = cmd_each_target(ctx, CMD_EACH_FANOUT, "POST", PROTO_QUERY,
-	    body, cmd_query_merge, &merged);
+	    body, cmd_merge_rows, &merged);
 	json_decref(body);
 	return merged;
 }

@@ -367,6 +367,19 @@ cmd_prepare(struct cmd_ctx *ctx, int *argc, char **argv)
 }
 
 int
+cmd_merge_rows(
+    struct cmd_ctx *ctx, const struct endpoint *ep, json_t *table, void *arg)
+{
+	json_t **merged = arg;
+
+	if (ctx->ntargets == 1)
+		*merged = json_incref(table);
+	else
+		fmt_merge_target(merged, table, ep->name);
+	return 0;
+}
+
+int
 cmd_each_target(struct cmd_ctx *ctx, int flags, const char *method,
     const char *path, json_t *body, cmd_each_fn fn, void *arg)
 {

@@ -105,6 +105,11 @@ typedef int (*cmd_each_fn)(
  * caught. Returns how many failed. */
 int cmd_each_target(struct cmd_ctx *, int flags, const char *method,
     const char *path, json_t *body, cmd_each_fn fn, void *arg);
+/* A cmd_each_fn gathering every target's table into the json_t * at arg:
+ * the table itself for one target, else all rows with a first "target"
+ * column. */
+int cmd_merge_rows(
+    struct cmd_ctx *, const struct endpoint *, json_t *table, void *arg);
 
 /* client.c: one blocking request. Returns 0 with *reply set (a JSON
  * object) when the agent answered 200; otherwise -1 with *cause (the
