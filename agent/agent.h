@@ -153,6 +153,9 @@ int py_run(py_fn fn, void *arg, int timeout_ms, char **cause);
 int py_run_bounded(py_fn fn, void *arg, int timeout_ms, char **cause);
 int py_available(char **cause);
 void py_after_fork(void);
+/* GIL: takes back a KeyboardInterrupt raised in this thread that did not
+ * land (see py.c for why not PyThreadState_SetAsyncExc(id, NULL)). */
+void py_drop_async_exc(void);
 /* py-layout.c: 0 when the interpreter's frames, thread states and code
  * objects are laid out as this agent was built for (checked against its
  * _PyRuntime.debug_offsets on 3.13+); else -1 and why, in *cause. */

@@ -450,7 +450,7 @@ eval_job_exec(struct eval_job *j, char **error, int *exited)
 	j->finishing = 1;
 	interrupted = j->stop_at != 0;
 	pthread_mutex_unlock(&eval_lock);
-	PyThreadState_SetAsyncExc(j->ident, NULL);
+	py_drop_async_exc();
 	PyErr_Clear();
 	t = eval_call1("pop", Py_None);
 	Py_XDECREF(t);

@@ -37,6 +37,37 @@ static TAILQ_HEAD(, py_job) py_queue = TAILQ_HEAD_INITIALIZER(py_queue);
 static int py_started;
 static int py_busy; /* workers running a job; py_lock */
 
+/* PyThreadState_SetAsyncExc(id, NULL) cannot take an exception back: before
+ * 3.13 it raises the interpreter's async-exception flag whatever it is given,
+ * and only a thread raising the exception it holds lowers the flag. Called
+ * after every job, it left the flag up for good: every thread's eval loop
+ * took its slow path at each call and loop, and under a tracer or profiler
+ * (sys.settrace, cProfile) 3.11 ran the same instruction's check for ever,
+ * the program hung. Instead, one that did not land lands here, in code
+ * that does nothing (the check at its start raises it, which lowers the
+ * flag), and is cleared. */
+void
+py_drop_async_exc(void)
+{
+	static PyObject *nop, *ns;
+	PyThreadState *ts = PyThreadState_Get();
+	PyObject *r;
+
+	if (ts->async_exc == NULL)
+		return;
+	if (nop == NULL) {
+		nop = Py_CompileString("pass", "<probing>", Py_file_input);
+		ns = PyDict_New();
+		if (ns != NULL &&
+		    PyDict_SetItemString(
+			ns, "__builtins__", PyEval_GetBuiltins()) != 0)
+			Py_CLEAR(ns);
+	}
+	r = nop != NULL && ns != NULL ? PyEval_EvalCode(nop, ns, ns) : NULL;
+	Py_XDECREF(r);
+	PyErr_Clear();
+}
+
 /* Waits for work, takes the GIL, runs one job, gives the GIL back. The
  * thread state is created once and kept. */
 static void *
@@ -73,7 +104,7 @@ py_worker(void *unused)
 			pthread_mutex_unlock(&py_lock);
 			/* One raised at the deadline that did not land yet must
 			 * not land in the next job. */
-			PyThreadState_SetAsyncExc(job->ident, NULL);
+			py_drop_async_exc();
 			if (PyErr_Occurred())
 				PyErr_Clear();
 		}

@@ -104,9 +104,15 @@ torch_opt_enter(PyObject *opt)
 		n--; /* their step raised */
 	torch_opt.on = n;
 	if (!torch_clk.optim_mode) {
+		/* Steps are counted by the optimizer from now on. When its
+		 * count goes on from the module calls' (the first step of a
+		 * loop), this step's rows keep their seq: no second seq 0. */
+		int64_t own = torch_opt_own_count(opt);
+
 		torch_clk.optim_mode = 1;
-		torch_clk.cur_valid = 0;
-		torch_clk.opt_steps = torch_opt_own_count(opt);
+		if (torch_clk.cur_step != own)
+			torch_clk.cur_valid = 0;
+		torch_clk.opt_steps = own;
 	}
 	if (n < TORCH_OSTACK) {
 		torch_opt.ostack[n].opt = opt;

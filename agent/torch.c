@@ -9,9 +9,11 @@
  * and the config appliers hand all Python work to a py worker with
  * py_run, so everything below runs under the GIL but torch_apply_rate
  * (a request thread: one double written whole). */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <Python.h>
@@ -20,7 +22,10 @@
 #include "log.h"
 #include "torch.h"
 
-static void torch_start_setup(void);
+static void torch_start_setup(int after_import);
+static void torch_on_import(void);
+
+#define TORCH_MAIN_TRIES 2000 /* asks of the main thread after the import */
 
 /* Creates our types and callables once. */
 static int
@@ -93,48 +98,61 @@ fail:
 
 enum torch_job_rc { TORCH_DONE, TORCH_RETRY, TORCH_NOT_RUN };
 
+/* Whether an import is under way that the hooks must wait out: torch's
+ * own (its module lock, from find_spec until the import has unwound, or
+ * its spec still _initializing), or any holding the import lock (it may be
+ * this thread's, inside importlib). */
+static int
+torch_importing(PyObject *mods, PyObject *torch)
+{
+	PyObject *bootstrap, *locks, *imp, *held, *spec, *init;
+	int busy;
+
+	bootstrap = PyDict_GetItemString(mods, "_frozen_importlib");
+	locks = bootstrap ? PyObject_GetAttrString(bootstrap, "_module_locks")
+			  : NULL;
+	busy = locks && PyDict_Check(locks) &&
+	    PyDict_GetItemString(locks, "torch") != NULL;
+	Py_XDECREF(locks);
+	imp = PyDict_GetItemString(mods, "_imp");
+	held =
+	    imp && !busy ? PyObject_CallMethod(imp, "lock_held", NULL) : NULL;
+	busy = busy || (held != NULL && PyObject_IsTrue(held) == 1);
+	Py_XDECREF(held);
+	spec =
+	    torch && !busy ? PyObject_GetAttrString(torch, "__spec__") : NULL;
+	init = spec ? PyObject_GetAttrString(spec, "_initializing") : NULL;
+	busy = busy || (init != NULL && PyObject_IsTrue(init) == 1);
+	Py_XDECREF(spec);
+	Py_XDECREF(init);
+	PyErr_Clear();
+	return busy;
+}
+
 /* Makes torch_st.want true: hooks now if torch is imported, else the finder.
  * Returns TORCH_RETRY while torch is half imported. */
 static int
 torch_enable(char **cause)
 {
-	PyObject *mods = PySys_GetObject("modules"), *torch, *spec, *init;
-	PyObject *bootstrap, *locks;
-	int busy = 0;
+	PyObject *mods = PySys_GetObject("modules"), *torch;
 
 	if (torch_types_ready() != 0) {
 		PyErr_Clear();
 		cause_set(cause, "cannot create the torch hook types");
 		return -1;
 	}
-	torch = mods && PyDict_Check(mods) ? PyDict_GetItemString(mods, "torch")
-					   : NULL;
+	if (mods == NULL || !PyDict_Check(mods)) {
+		cause_set(cause, "sys.modules is not a dict");
+		return -1;
+	}
+	torch = PyDict_GetItemString(mods, "torch");
+	if (torch_importing(mods, torch))
+		return TORCH_RETRY;
 	if (torch != NULL) {
-		spec = PyObject_GetAttrString(torch, "__spec__");
-		init =
-		    spec ? PyObject_GetAttrString(spec, "_initializing") : NULL;
-		busy = init != NULL && PyObject_IsTrue(init) == 1;
-		Py_XDECREF(spec);
-		Py_XDECREF(init);
-		PyErr_Clear();
-		if (busy)
-			return TORCH_RETRY;
 		torch_finder_remove();
 		return torch_install(cause) == 0 ? TORCH_DONE : -1;
 	}
-	/* Between find_spec and sys.modules, an import holds its lock. */
-	bootstrap =
-	    mods ? PyDict_GetItemString(mods, "_frozen_importlib") : NULL;
-	locks = bootstrap ? PyObject_GetAttrString(bootstrap, "_module_locks")
-			  : NULL;
-	busy = locks && PyDict_Check(locks) &&
-	    PyDict_GetItemString(locks, "torch") != NULL;
-	Py_XDECREF(locks);
-	PyErr_Clear();
-	if (busy)
-		return TORCH_RETRY;
-	return torch_finder_add(torch_start_setup, cause) == 0 ? TORCH_DONE
-							       : -1;
+	return torch_finder_add(torch_on_import, cause) == 0 ? TORCH_DONE : -1;
 }
 
 struct torch_job {
@@ -185,21 +203,142 @@ torch_apply_rate(double v, char **cause)
 	return 0;
 }
 
-/* Waits for the interpreter and sets up tracing once. */
+/* Asking the main thread (a pending call): once torch's import is over, the
+ * hooks go in there, at its first check for pending calls, before the
+ * program's next lines can build a model and take a first optimizer step,
+ * which a py worker waiting for the GIL could miss. The importing thread
+ * queues the first call; while the import unwinds the call queues itself
+ * again (bounded), except on 3.11 under a tracer or profiler, which runs
+ * the same instruction's check again and would never get past it: there
+ * the setup thread asks again every 0.2 ms. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int queued;  /* a call is queued and has not run */
+	int rc;      /* what the last one found */
+	int requeue; /* times a call may queue itself again */
+} torch_main = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0,
+	TORCH_MAIN_TRIES * 16 };
+
+/* Whether queueing a call from inside one could stall this thread. */
+static int
+torch_main_stalls(PyThreadState *ts)
+{
+#if PY_VERSION_HEX < 0x030C0000
+	return ts->c_tracefunc != NULL || ts->c_profilefunc != NULL;
+#else
+	(void)ts;
+	return 0;
+#endif
+}
+
+/* Main thread, GIL held. It leaves the thread as it found it: errno, the
+ * exception being handled, and its tracer and profiler, which see none of
+ * this. */
+static int
+torch_main_call(void *unused)
+{
+	PyThreadState *ts = PyThreadState_Get();
+	PyObject *type, *value, *tb;
+	int saved = errno, rc = TORCH_DONE;
+	char *cause = NULL;
+
+	(void)unused;
+	if (!torch_st.child && torch_st.want && !torch_st.installed) {
+		PyErr_Fetch(&type, &value, &tb);
+		PyThreadState_EnterTracing(ts);
+		rc = torch_enable(&cause);
+		PyThreadState_LeaveTracing(ts);
+		PyErr_Restore(type, value, tb);
+		if (rc < 0)
+			log_info(
+			    "torch: tracing not set up: %s", cause_str(cause));
+		free(cause);
+	}
+	pthread_mutex_lock(&torch_main.mu);
+	if (rc == TORCH_RETRY && torch_main.requeue > 0 &&
+	    !torch_main_stalls(ts) &&
+	    Py_AddPendingCall(torch_main_call, NULL) == 0) {
+		torch_main.requeue--;
+	} else {
+		torch_main.rc = rc;
+		torch_main.queued = 0;
+		pthread_cond_signal(&torch_main.cv);
+	}
+	pthread_mutex_unlock(&torch_main.mu);
+	errno = saved;
+	return 0;
+}
+
+/* Queues a call unless one is; 0, or -1 when the queue is full. */
+static int
+torch_main_queue(void)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&torch_main.mu);
+	if (!torch_main.queued) {
+		torch_main.queued = 1;
+		if (Py_AddPendingCall(torch_main_call, NULL) != 0) {
+			torch_main.queued = 0;
+			rc = -1;
+		}
+	}
+	pthread_mutex_unlock(&torch_main.mu);
+	return rc;
+}
+
+/* Setup thread: what the main thread found, or TORCH_NOT_RUN when it did
+ * not get to it within ms (waiting in C; the call stays queued and finds
+ * the work done when it runs). */
+static int
+torch_ask_main(int ms)
+{
+	struct timespec until;
+	int rc = TORCH_NOT_RUN;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += ms * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	if (torch_main_queue() != 0)
+		return TORCH_NOT_RUN;
+	pthread_mutex_lock(&torch_main.mu);
+	while (torch_main.queued &&
+	    pthread_cond_timedwait(&torch_main.cv, &torch_main.mu, &until) == 0)
+		;
+	if (!torch_main.queued)
+		rc = torch_main.rc;
+	pthread_mutex_unlock(&torch_main.mu);
+	return rc;
+}
+
+/* Waits for the interpreter and sets up tracing once; after torch's import
+ * (arg non-NULL) the main thread does it, a py worker when it cannot. */
 static void *
-torch_setup_thread(void *unused)
+torch_setup_thread(void *after_import)
 {
 	struct torch_job j;
 	char *cause = NULL;
 	unsigned delay_ms = 10;
-	int logged = 0;
+	int logged = 0, asks = after_import ? TORCH_MAIN_TRIES : 0;
 
-	(void)unused;
 	for (;;) {
 		j.want = 1;
 		j.rc = TORCH_NOT_RUN;
 		if (torch_st.want == 0 || torch_st.installed)
 			break;
+		if (asks > 0) {
+			asks--;
+			j.rc = torch_ask_main(50);
+			if (j.rc == TORCH_DONE || j.rc < 0)
+				break;
+			if (j.rc == TORCH_RETRY) {
+				usleep(200); /* the import unwinds */
+				continue;
+			}
+			asks = 0;
+		}
 		if (py_run(torch_job_run, &j, 1000, &cause) == 0 &&
 		    j.rc == TORCH_DONE)
 			break;
@@ -245,13 +384,22 @@ torch_init(void)
 		log_info("torch: tracing off at start");
 		return;
 	}
-	torch_start_setup();
+	torch_start_setup(0);
 }
 
 /* Starts the thread that sets tracing up under the GIL (all signals
- * blocked in it). Also called by the finder inside torch's import. */
+ * blocked in it). */
 static void
-torch_start_setup(void)
+torch_start_setup(int after_import)
 {
-	thread_start(torch_setup_thread, NULL, "probing-torch");
+	thread_start(torch_setup_thread, after_import ? &torch_main : NULL,
+	    "probing-torch");
+}
+
+/* The finder's call, inside torch's import in the importing thread. */
+static void
+torch_on_import(void)
+{
+	torch_main_queue();
+	torch_start_setup(1);
 }

@@ -114,6 +114,16 @@ class Proc:
         self.p.wait()
 
 
+def prints_ready(argv):
+    """Whether the workload argv runs prints "ready" once its globals are
+    set (idle.py, heartbeat.py, train_torch.py ...)."""
+    script = next((a for a in argv[1:] if a.endswith(".py")), None)
+    if script is None or not os.path.exists(script):
+        return False
+    with open(script) as f:
+        return 'print("ready"' in f.read()
+
+
 @pytest.fixture(scope="session")
 def userbase(tmp_path_factory):
     """`make install` into a private prefix and user site, so PROBING=1
@@ -155,6 +165,10 @@ def spawn(userbase):
         procs.append(p)
         if wait and probing not in (None, "0", ""):
             p.wait_agent()
+            # The agent listens from site's import, before the script
+            # runs: an eval of the script's globals must wait for them.
+            if prints_ready(argv):
+                p.wait_out("ready")
         return p
 
     yield start

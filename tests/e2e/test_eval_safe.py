@@ -9,6 +9,8 @@ import signal
 import subprocess
 import textwrap
 
+import pytest
+
 from conftest import PROBING, PY, probing, wait_for
 from test_foundation import agent_cpu_ticks
 
@@ -368,3 +370,47 @@ def test_a_table_function_that_never_returns_is_stopped(spawn, tmp_path):
     r = probing("-t", p.pid, "query", "-f", "csv", "SELECT a FROM python.ok")
     assert (r.returncode, r.stdout) == (0, "a\n1\n"), r.stderr
     assert_agent_free(p)
+
+
+TRACED = r"""
+import os, sys, time
+def tracer(frame, event, arg):
+    return None
+def work():
+    return 1
+getattr(sys, sys.argv[1])(tracer)
+print("ready", os.getpid(), flush=True)
+n = 0
+while True:
+    n += work()
+    time.sleep(0.0005)
+    if n % 100 == 0:
+        print("tick", n // 100, flush=True)
+"""
+
+
+@pytest.mark.parametrize("way", ["PROBING=1", "inject"])
+@pytest.mark.parametrize("hook", ["settrace", "setprofile"])
+def test_a_traced_or_profiled_program_runs_on(spawn, way, hook):
+    """A program under a tracer or profiler (a debugger, coverage, cProfile)
+    runs on through everything the agent does, an eval stopped at its
+    deadline included. Regression: each py job took back a KeyboardInterrupt
+    that might not have landed with PyThreadState_SetAsyncExc(id, NULL),
+    which before 3.13 leaves the interpreter's async-exception flag up for
+    good; 3.11's traced eval loop then checked it at one instruction for
+    ever, and the program hung at its next call."""
+    p = spawn(None, probing="1" if way == "PROBING=1" else None, wait=False,
+              argv=[PY, "-c", TRACED, hook])
+    p.wait_out("tick 1")
+    if way == "inject":
+        assert probing("-t", p.pid, "inject").returncode == 0
+    else:
+        p.wait_agent()
+    assert probing("-t", p.pid, "query", "SELECT 1").returncode == 0
+    assert probing("-t", p.pid, "eval", "n > 0").stdout == "True\n"
+    r = probing("-t", p.pid, "--timeout", "1", "eval", "while True: pass")
+    assert r.returncode == 1 and r.stderr == "probing: interrupted after 1.0 s\n", r.stderr
+    assert probing("-t", p.pid, "backtrace").returncode == 0
+    ticks = int(re.findall(r"^tick (\d+)$", p.out(), re.M)[-1])
+    p.wait_out("tick %d\n" % (ticks + 3), timeout=30)
+    assert p.alive()

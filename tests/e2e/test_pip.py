@@ -67,6 +67,7 @@ def test_pip_install_inject_uninstall(tmp_path):
     plain = Proc([vpy, os.path.join(WORKLOADS, "idle.py")], env)
     try:
         started.wait_agent()
+        started.wait_out("ready")  # answer is set
         r = run([prog, "-t", str(started.pid), "eval", "answer + 1"])
         assert r.returncode == 0 and r.stdout.strip() == "42", r.stderr
         plain.wait_out("ready")

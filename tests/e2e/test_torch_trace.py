@@ -159,6 +159,26 @@ def test_torch_imported_after_the_agent(spawn):
     assert rows[0]["module"] == "Net"
 
 
+def test_first_step_right_after_import_is_traced(spawn):
+    """A loop that starts at once after `import torch`: its first forward
+    and optimizer step are traced as step 0, one seq each (the optimizer
+    taking over the step count kept the first step's seq), and the trace
+    counts the steps the loop counts."""
+    for _ in range(3):
+        p = train(spawn, "--import-delay", "0.2", "--sleep", "0.3")
+        p.wait_out("step 2")
+        first = rows_for(p.pid, "step = 0")
+        assert [r["seq"] for r in first] == list(range(len(first))), first
+        assert (first[0]["module"], first[0]["stage"]) == ("Net", "forward"), first
+        assert (first[-1]["module"], first[-1]["stage"]) == ("SGD", "step"), first
+        before = last_step(p)
+        m = q(p.pid, "SELECT MAX(step) AS s FROM python.torch_trace WHERE stage = 'step'")[0]["s"]
+        after = last_step(p)
+        # "step N" is printed after the loop's N-th step, traced as N - 1.
+        assert before - 1 <= m <= after - 1, (before, m, after)
+        p.kill()
+
+
 def test_inject_into_running_loop(spawn):
     p = train(spawn, "--sleep", "0.01", probing_mode=None)
     p.wait_out("step 3")
@@ -273,6 +293,61 @@ def test_import_torch_under_the_agent_leaves_the_import_lock_free(spawn, tmp_pat
         r = probing("-t", p.pid, "eval", "import codeop; 'ok'", timeout=30)
         assert r.stdout == "'ok'\n", r.stderr
         p.kill()
+
+
+AT_ONCE = """
+import sys, time
+time.sleep(0.3)
+calls = set()
+def prof(frame, event, arg):
+    if event == "call":
+        calls.add(frame.f_code.co_name)
+def first_call():
+    pass
+if sys.argv[1] == "profiled":
+    sys.setprofile(prof)
+try:
+    raise KeyError("the program's own")
+except KeyError:
+    import torch
+    first_call()
+    from torch.nn.modules import module
+    print("hooks", len(module._global_forward_pre_hooks), len(module._global_forward_hooks),
+          "handling", repr(sys.exc_info()[1]), flush=True)
+t0 = time.monotonic()
+while not module._global_forward_pre_hooks and time.monotonic() < t0 + 30:
+    first_call()
+sys.setprofile(None)
+print("hooks in", bool(module._global_forward_pre_hooks), flush=True)
+print("profiler saw", sorted(c for c in calls if c.startswith("register_") and "hook" in c), flush=True)
+time.sleep(60)
+"""
+
+
+def test_hooks_go_in_before_the_importing_threads_next_call(spawn, tmp_path):
+    """The hooks go in on the thread that imported torch, at its first call
+    after the import, so no model can run untraced in between; the thread
+    keeps the exception it was handling."""
+    s = tmp_path / "at_once.py"
+    s.write_text(AT_ONCE)
+    for _ in range(3):
+        p = spawn(None, argv=[PY, str(s), "plain"])
+        p.wait_out("profiler saw", timeout=120)
+        assert "hooks 1 1 handling KeyError(\"the program's own\")" in p.out(), p.out()
+        p.kill()
+
+
+def test_hooks_go_in_under_a_profiler_unseen(spawn, tmp_path):
+    """Under a profiler the hooks go in too (on 3.11, from the setup thread's
+    next ask, 0.2 ms later: a call queued from inside another would stall a
+    traced 3.11 thread), and the program's profiler sees none of the calls
+    that put them in."""
+    s = tmp_path / "at_once.py"
+    s.write_text(AT_ONCE)
+    p = spawn(None, argv=[PY, str(s), "profiled"])
+    p.wait_out("profiler saw", timeout=120)
+    assert "handling KeyError(\"the program's own\")" in p.out(), p.out()
+    assert "hooks in True" in p.out() and "profiler saw []" in p.out(), p.out()
 
 
 def test_steps_continue_the_optimizers_own_count_after_inject(spawn):

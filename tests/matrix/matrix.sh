@@ -30,7 +30,8 @@ count() {
 	total_f=$((total_f + $5))
 	line=$(printf '%-34s %4d passed %3d failed %3d skipped %5d s' "$1" "$4" "$5" "$6" "$3")
 	echo "$line" | tee -a "$out/summary"
-	[ -n "$7" ] && echo "    failed: $7" | tee -a "$out/summary"
+	[ -n "$7" ] && echo "    failed: $7" | tee -a "$out/summary" &&
+		python3 "$src/tests/matrix/junit.py" --why "$2" | tee -a "$out/summary"
 	return 0
 }
 
