@@ -244,7 +244,9 @@ torch_main_call(void *unused)
 	char *cause = NULL;
 
 	(void)unused;
-	if (!torch_st.child && torch_st.want && !torch_st.installed) {
+	if (torch_st.child)
+		return 0; /* queued before a fork; its mutex may be held */
+	if (torch_st.want && !torch_st.installed) {
 		PyErr_Fetch(&type, &value, &tb);
 		PyThreadState_EnterTracing(ts);
 		rc = torch_enable(&cause);
