@@ -95,5 +95,6 @@ def test_list_shows_rank_world_size_and_job(spawn):
     assert (rows[q.pid]["rank"], rows[q.pid]["world_size"], rows[q.pid]["job"]) == (None, None, None)
     text = probing("list").stdout.splitlines()
     assert text[0].split()[:6] == ["pid", "user", "python", "rank", "world_size", "job"]
-    line = [x for x in text if x.startswith(str(p.pid))][0]
+    # (numbers are right-aligned: a 4-digit pid among 5-digit ones is indented)
+    line = [x for x in text if x.split()[:1] == [str(p.pid)]][0]
     assert "torchelastic:xyz" in line

@@ -103,7 +103,8 @@ def test_hang_other_ways_a_rank_goes_wrong(userbase, launch, mode, job):
             # DDP's allreduce comes from C++: named from the stacks
             assert "collective" not in d
             assert "c10d code" in text
-            assert odd[0]["func"] == "train_ddp"
+            # its loop: in train_ddp's sleep, or inside the model's forward
+            assert odd[0]["func"] == "train_ddp" or "/torch/" in odd[0]["file"], odd
     finally:
         for m in re.finditer(r"holder pid (\d+)", p.out()):
             subprocess.run(["kill", "-KILL", m.group(1)], capture_output=True)
