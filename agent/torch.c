@@ -13,12 +13,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <Python.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 #include "torch.h"
 
@@ -296,13 +296,9 @@ torch_main_queue(void)
 static int
 torch_ask_main(int ms)
 {
-	struct timespec until;
+	struct timespec until = clock_abstime(ms);
 	int rc = TORCH_NOT_RUN;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += ms * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
 	if (torch_main_queue() != 0)
 		return TORCH_NOT_RUN;
 	pthread_mutex_lock(&torch_main.mu);
